@@ -1,0 +1,53 @@
+# Two-command quick start: `make run` and `make test` (both create/update .venv themselves).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= conf/synthetic_shenzhen.yaml
+PYTEST_ARGS ?=
+export DO_NOT_TRACK := true
+export SCARF_NO_ANALYTICS := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+JAVA := $(if $(JAVA_HOME),$(JAVA_HOME)/bin/java,java)
+
+.PHONY: run test venv java-check bench clean help
+help:
+	@echo "make run   - set up .venv, generate the synthetic city if absent, run every pipeline stage"
+	@echo "make test  - set up .venv and run the test suite"
+	@echo "make bench - run the benchmarks in benchmarks/"
+	@echo "make clean - remove work/ outputs (keeps .venv)"
+
+venv: $(STAMP)
+
+# torch==2.13.0 goes first (a CPU build; anything unpinned would pull CUDA wheels). petastorm is
+# installed --no-deps afterwards: its setuptools<70 pin and torch's setuptools>=77 cannot share one
+# resolver pass (DESIGN.md §5), and petastorm works with the newer setuptools.
+$(STAMP): requirements.txt constraints.txt setup.py
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; landuse needs Python 3.11 (set PYTHON=/path/to/python3.11)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=77' wheel
+	$(BIN)/pip install -q torch==2.13.0 -c constraints.txt
+	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q --no-deps petastorm==0.13.1
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+java-check:
+	@v=$$($(JAVA) -version 2>&1 | awk -F'"' '/version/ {print $$2; exit}'); \
+	if [ -z "$$v" ]; then echo "error: Java not found. Spark 3.5 needs Java 17 (or 8/11). Fix: sudo apt-get install -y openjdk-17-jre-headless (or set JAVA_HOME)"; exit 1; fi; \
+	m=$$(echo "$$v" | awk -F. '{print ($$1==1)?$$2:$$1}'); \
+	case "$$m" in 8|11|17) ;; *) echo "error: Java $$v found, but Spark 3.5 needs Java 17 (or 8/11). Fix: install openjdk-17 and set JAVA_HOME to it"; exit 1;; esac
+
+run: venv java-check
+	$(BIN)/landuse pipeline --config $(CONFIG)
+
+test: venv java-check
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv java-check
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf work

@@ -1,0 +1,104 @@
+"""The ``landuse`` command: ``synth``, ``pipeline``, ``run STAGE``, ``stages``, ``config``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import landuse
+from landuse.constants import PROFILES, SCALES
+from landuse.entrypoints.common import guarded
+
+
+def _synth(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="landuse synth", description="generate a synthetic city")
+    parser.add_argument("--profile", choices=PROFILES, default="london")
+    parser.add_argument("--scale", choices=SCALES, default="tiny")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, required=True, help="output directory (replaced atomically)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from landuse.logs import setup_logging
+        from landuse.synth import generate
+
+        setup_logging(args.log_level)
+        manifest = generate(args.profile, args.scale, args.seed, args.out, progress=True)
+        print(json.dumps(manifest.get("counts", {}), sort_keys=True))
+        print(f"synthetic city ({args.profile}, {args.scale}, seed {args.seed}) -> {args.out}")
+        return 0
+
+    return guarded(body)
+
+
+def _run(argv: list[str]) -> int:
+    from landuse.stages import STAGES
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: landuse run STAGE --config conf/X.yaml [--force] [key=value ...]\n\nstages:")
+        for name, stage in STAGES.items():
+            print(f"  {name:<14} {stage.description}")
+        return 0 if argv else 2
+    name = argv[0]
+    if name not in STAGES:
+        print(f"error: unknown stage {name!r} (stages: {', '.join(STAGES)})", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"landuse.entrypoints.{name.replace('-', '_')}")
+    return int(module.main(argv[1:]))
+
+
+def _config(argv: list[str]) -> int:
+    from landuse.config import load_config
+    from landuse.entrypoints.common import add_config_args
+
+    parser = argparse.ArgumentParser(prog="landuse config", description="print the resolved config as JSON")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        config = load_config(args.config, args.overrides)
+        print(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+        return 0
+
+    return guarded(body)
+
+
+def _pipeline(argv: list[str]) -> int:
+    from landuse.entrypoints.pipeline import main
+
+    return main(argv)
+
+
+COMMANDS = {
+    "synth": (_synth, "generate a synthetic city (profiles: shenzhen, london)"),
+    "pipeline": (_pipeline, "run every enabled stage, skipping unchanged ones"),
+    "run": (_run, "run one stage: landuse run STAGE --config ..."),
+    "config": (_config, "print the resolved configuration"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a sub-command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: landuse COMMAND [...]\n\nlanduse {landuse.__version__}: urban land use from spatial big data\n\ncommands:")
+        for name, (_, text) in COMMANDS.items():
+            print(f"  {name:<10} {text}")
+        print("\nglobal options:\n  --version  print the version\n  -h, --help this help")
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"landuse {landuse.__version__}")
+        return 0
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        print(f"error: unknown command {argv[0]!r} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    return command[0](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

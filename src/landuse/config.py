@@ -1,0 +1,393 @@
+"""Typed, frozen, validated configuration.
+
+A run's configuration is one or more YAML files merged in order (a file may name a parent with
+``extends: other.yaml``), then ``key=value`` overrides from the command line, then ``${a.b}``
+references resolved, then converted into frozen dataclasses. Every problem — unknown key, wrong
+type, bad choice, missing input file — raises :class:`ConfigError` with one line naming the file
+and key, so the CLI can print it and exit non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional, Union
+
+import yaml
+
+
+def _frozen_empty() -> Mapping[str, Any]:
+    return types.MappingProxyType({})
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one line (file, key, problem)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """The synthetic city generated as the pipeline's first stage (the embedded default)."""
+
+    enabled: bool = False
+    profile: Literal["shenzhen", "london"] = "london"
+    scale: Literal["tiny", "small", "medium", "large"] = "small"
+    dir: Path = Path("work/synth")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One raw input: which adapter reads it, where it is, and adapter-specific options."""
+
+    adapter: str
+    path: Path
+    options: Mapping[str, Any] = field(default_factory=_frozen_empty)
+
+
+@dataclass(frozen=True)
+class InputsConfig:
+    """Raw inputs of the pipeline; each is optional so a run uses only what it has."""
+
+    regions: Optional[SourceConfig] = None
+    trips: Mapping[str, SourceConfig] = field(default_factory=_frozen_empty)
+    pois: Optional[SourceConfig] = None
+    landuse: Optional[SourceConfig] = None
+    imagery: Optional[SourceConfig] = None
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """Spark session settings (see ``landuse.spark.session``)."""
+
+    app_name: str = "landuse"
+    master: Optional[str] = None  # None: local[*] unless launched by spark-submit / Databricks
+    shuffle_partitions: int = 8
+    driver_memory: str = "4g"
+    arrow_batch_size: int = 50_000
+    conf: Mapping[str, str] = field(default_factory=_frozen_empty)
+
+
+@dataclass(frozen=True)
+class SpatialConfig:
+    """Spatial-join engine choice: ``auto`` picks Sedona when its JVM classes are present."""
+
+    engine: Literal["auto", "sedona", "builtin"] = "auto"
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """Experiment tracking; ``tracking_uri`` None means a SQLite store under the work dir."""
+
+    tracking_uri: Optional[str] = None
+    experiment: str = "landuse"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of one run."""
+
+    name: str
+    seed: int = 42
+    work_dir: Path = Path("work/default")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    inputs: InputsConfig = field(default_factory=InputsConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    spatial: SpatialConfig = field(default_factory=SpatialConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    @property
+    def tables_dir(self) -> Path:
+        """Where stage output tables live."""
+        return self.work_dir / "tables"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """Tracking URI, defaulting to a SQLite file in the work dir."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{(self.work_dir / 'mlflow.db').resolve()}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable form (paths as strings) for logging and hashing."""
+        return _plain(self)
+
+    def section_hash(self, *keys: str) -> str:
+        """Stable hash of the named dotted sections (e.g. ``"seed"``, ``"inputs.trips"``)."""
+        full = self.to_dict()
+        picked = {key: _lookup(full, key.split("."), key) for key in keys}
+        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_config(
+    paths: list[str | Path] | str | Path,
+    overrides: list[str] | None = None,
+    *,
+    check_inputs: bool = True,
+) -> Config:
+    """Merge YAML files and ``key=value`` overrides into a validated :class:`Config`.
+
+    Relative paths inside a file resolve against the current directory (the repository root in
+    the quick start), so the same file works from ``make run``, spark-submit and notebooks.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise ConfigError("no config file given (use --config conf/<name>.yaml)")
+    merged: dict[str, Any] = {}
+    origin = str(paths[-1])
+    for path in paths:
+        merged = _deep_merge(merged, _read_yaml_with_parents(Path(path), seen=()))
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        merged = _deep_merge(merged, _nest(key.split("."), value))
+    merged = _interpolate(merged, merged, origin)
+    config = _build(Config, merged, origin, prefix="")
+    if check_inputs:
+        missing_inputs(config, raise_error=True, origin=origin)
+    return config
+
+
+def parse_overrides(items: list[str]) -> list[str]:
+    """Validate ``key=value`` override syntax early (CLI argument parsing)."""
+    for item in items:
+        _parse_override(item)
+    return items
+
+
+def missing_inputs(config: Config, *, raise_error: bool = False, origin: str = "config") -> list[str]:
+    """Input paths that do not exist, skipping those the synthetic stage will generate."""
+    problems: list[str] = []
+    for key, path in iter_input_paths(config):
+        if config.synth.enabled and _is_under(path, config.synth.dir):
+            continue
+        if not path.exists():
+            problems.append(f"{origin}: {key}: input path not found: {path}")
+    if problems and raise_error:
+        raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return problems
+
+
+def iter_input_paths(config: Config) -> list[tuple[str, Path]]:
+    """Every input path with its dotted key: each source's ``path`` and options ending in ``path``."""
+    found: list[tuple[str, Path]] = []
+    sources: list[tuple[str, SourceConfig | None]] = [
+        ("inputs.regions", config.inputs.regions),
+        ("inputs.pois", config.inputs.pois),
+        ("inputs.landuse", config.inputs.landuse),
+        ("inputs.imagery", config.inputs.imagery),
+    ]
+    sources += [(f"inputs.trips.{name}", src) for name, src in config.inputs.trips.items()]
+    for key, source in sources:
+        if source is None:
+            continue
+        found.append((f"{key}.path", source.path))
+        for opt, value in source.options.items():
+            if opt.endswith("path") and isinstance(value, str):
+                found.append((f"{key}.options.{opt}", Path(value)))
+    return found
+
+
+def _is_under(path: Path, parent: Path) -> bool:
+    try:
+        path.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _read_yaml_with_parents(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base = _read_yaml_with_parents(path.parent / str(parent), seen + (path.resolve(),))
+    return _deep_merge(base, data)
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. spark.shuffle_partitions=4")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _nest(keys: list[str], value: Any) -> dict[str, Any]:
+    out: Any = value
+    for key in reversed(keys):
+        out = {key: out}
+    return out
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+_REF = re.compile(r"\$\{([\w.]+)\}")
+
+
+def _interpolate(node: Any, root: dict[str, Any], origin: str, depth: int = 0) -> Any:
+    if depth > 10:
+        raise ConfigError(f"{origin}: ${{...}} references nest too deep (cycle?)")
+    if isinstance(node, dict):
+        return {k: _interpolate(v, root, origin, depth) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, root, origin, depth) for v in node]
+    if isinstance(node, str) and "${" in node:
+        def sub(match: re.Match[str]) -> str:
+            key = match.group(1)
+            value = _lookup(root, key.split("."), key, origin=origin)
+            if value is None and key in _DEFAULT_REFS:
+                value = _DEFAULT_REFS[key]
+            return str(_interpolate(value, root, origin, depth + 1))
+
+        return _REF.sub(sub, node)
+    return node
+
+
+# References that may point at a key left at its schema default.
+_DEFAULT_REFS = {"work_dir": str(Config.__dataclass_fields__["work_dir"].default)}
+
+
+def _lookup(tree: Any, keys: list[str], full: str, origin: str = "config") -> Any:
+    node = tree
+    for key in keys:
+        if not isinstance(node, dict):
+            raise ConfigError(f"{origin}: reference ${{{full}}}: no such key")
+        if key not in node:
+            if full in _DEFAULT_REFS:
+                return None
+            raise ConfigError(f"{origin}: reference ${{{full}}}: no such key")
+        node = node[key]
+    return node
+
+
+# --------------------------------------------------------------------------------------------
+# Dict -> dataclass conversion with type checks
+# --------------------------------------------------------------------------------------------
+
+
+def _build(cls: type, data: Any, origin: str, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: {where}: expected a mapping, got {_show(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        choices = ", ".join(sorted(fields))
+        raise ConfigError(f"{origin}: {prefix}{unknown[0]}: unknown key (allowed here: {choices})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], origin, f"{prefix}{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            raise ConfigError(f"{origin}: {prefix}{name}: required key is missing")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, origin: str, key: str) -> Any:
+    origin_tp = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin_tp in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, origin, key)
+    if value is None:
+        raise ConfigError(f"{origin}: {key}: must not be null")
+    if origin_tp is Literal:
+        if value not in args:
+            raise ConfigError(f"{origin}: {key}: {value!r} is not one of {', '.join(map(str, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, origin, f"{key}.")
+    if origin_tp in (collections.abc.Mapping, dict) or tp in (dict, Mapping):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{origin}: {key}: expected a mapping, got {_show(value)}")
+        vt = args[1] if len(args) == 2 else Any
+        return types.MappingProxyType(
+            {str(k): _convert(vt, v, origin, f"{key}.{k}") for k, v in value.items()}
+        )
+    if origin_tp in (tuple, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{origin}: {key}: expected a list, got {_show(value)}")
+        return tuple(_convert(args[0] if args else Any, v, origin, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{origin}: {key}: expected true/false, got {_show(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{origin}: {key}: expected an integer, got {_show(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{origin}: {key}: expected a number, got {_show(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{origin}: {key}: expected a string, got {_show(value)}")
+        return str(value)
+    if tp is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{origin}: {key}: expected a path string, got {_show(value)}")
+        return Path(value)
+    raise ConfigError(f"{origin}: {key}: unsupported type {tp}")  # schema bug, not user error
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}"
+
+
+def _plain(node: Any) -> Any:
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return {f.name: _plain(getattr(node, f.name)) for f in dataclasses.fields(node)}
+    if isinstance(node, dict) or isinstance(node, types.MappingProxyType):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_plain(v) for v in node]
+    if isinstance(node, Path):
+        return str(node)
+    return node
+

@@ -1,0 +1,47 @@
+"""Names shared across stages: land-use classes, CRSs, table and column names.
+
+Every stage refers to tables and columns through these constants so a rename happens in one place.
+"""
+
+from __future__ import annotations
+
+# --- Land-use classes (DESIGN.md §1): the 8 target classes, in this fixed order everywhere. ---
+LANDUSE_CLASSES: tuple[str, ...] = (
+    "commercial",
+    "residential",
+    "industrial",
+    "public_service",
+    "utilities",
+    "green_space",
+    "transport",
+    "non_construction",
+)
+
+# --- Coordinate reference systems ---
+CRS_WGS84 = "EPSG:4326"
+CRS_SHENZHEN = "EPSG:32650"  # WGS 84 / UTM zone 50N
+CRS_LONDON = "EPSG:27700"  # OSGB36 / British National Grid
+CRS_WEB_MERCATOR = "EPSG:3857"
+
+# --- Synthetic profiles and scales ---
+PROFILES: tuple[str, ...] = ("shenzhen", "london")
+SCALES: tuple[str, ...] = ("tiny", "small", "medium", "large")
+
+# --- Files written next to every table / dataset ---
+MANIFEST_FILE = "_manifest.json"  # leading underscore: Spark and pyarrow readers ignore it
+SYNTH_MANIFEST_FILE = "manifest.json"
+
+# --- Canonical column names ---
+COL_REGION_ID = "region_id"
+COL_GEOMETRY = "geometry"
+COL_LON = "lon"
+COL_LAT = "lat"
+COL_REASON = "reason"
+
+# --- Environment variables ---
+ENV_SEDONA_JARS = "SEDONA_JARS"
+TELEMETRY_ENV = {
+    "DO_NOT_TRACK": "true",
+    "SCARF_NO_ANALYTICS": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}

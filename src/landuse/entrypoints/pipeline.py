@@ -1,0 +1,43 @@
+"""``landuse pipeline``: every enabled stage in order, skipping unchanged ones."""
+
+from __future__ import annotations
+
+import argparse
+
+from landuse.entrypoints.common import add_config_args, guarded, load_from_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the whole pipeline and print where outputs and the MLflow store are."""
+    from landuse.runner import run_pipeline
+    from landuse.stages import STAGES
+
+    parser = argparse.ArgumentParser(prog="landuse pipeline", description=__doc__)
+    add_config_args(parser)
+    parser.add_argument("--stages", help=f"comma-separated subset of: {', '.join(STAGES)}")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        config = load_from_args(args)
+        only = [s.strip() for s in args.stages.split(",")] if args.stages else None
+        unknown = sorted(set(only or []) - set(STAGES))
+        if unknown:
+            raise_unknown(unknown[0], list(STAGES))
+        results = run_pipeline(config, STAGES, force=args.force, only=only)
+        print(f"\n{'stage':<12} {'status':<10} {'seconds':>8}  output")
+        for result in results:
+            for path in result.outputs.values() or ["-"]:
+                print(f"{result.name:<12} {result.status:<10} {result.seconds:>8.1f}  {path}")
+        print(f"\nwork dir:     {config.work_dir.resolve()}")
+        print(f"tables:       {config.tables_dir.resolve()}")
+        print(f"MLflow store: {config.mlflow_uri}")
+        return 0
+
+    return guarded(body)
+
+
+def raise_unknown(name: str, choices: list[str]) -> None:
+    """One-line error for an unknown stage name."""
+    from landuse.config import ConfigError
+
+    raise ConfigError(f"--stages: unknown stage {name!r} (stages: {', '.join(choices)})")

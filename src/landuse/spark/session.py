@@ -1,0 +1,157 @@
+"""The only place a SparkSession is built and Apache Sedona registered.
+
+* ``local[*]`` by default; no master is set when the process was launched by ``spark-submit``
+  (which passes ``spark.master`` itself) or runs on Databricks (where a session already exists).
+* UTC session time zone, Kryo serialisation, Arrow enabled, shuffle partitions from config.
+* Sedona is used when its JVM classes are on the classpath (cluster, Databricks, the user's
+  ``spark.jars.packages``, or local jars listed in ``$SEDONA_JARS``); ``spatial.engine`` chooses
+  ``auto`` (Sedona when present), ``sedona`` (required) or ``builtin``. The choice is logged.
+* Telemetry of Sedona / MLflow / Scarf is switched off before anything is imported or started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from typing import TYPE_CHECKING
+
+from landuse.config import Config, SparkConfig
+from landuse.constants import ENV_SEDONA_JARS, TELEMETRY_ENV
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+SEDONA_CONTEXT_CLASS = "org.apache.sedona.spark.SedonaContext"
+SEDONA_KRYO_REGISTRATOR = "org.apache.sedona.core.serde.SedonaKryoRegistrator"
+ENGINE_CONF_KEY = "landuse.spatial.engine"  # where the resolved engine is recorded on the session
+SUPPORTED_JAVA = (8, 11, 17)
+
+
+class SessionError(RuntimeError):
+    """The session cannot be built as configured (no Java, Sedona required but absent, ...)."""
+
+
+def disable_telemetry() -> None:
+    """Set the telemetry opt-out variables (idempotent; call before importing Sedona/MLflow)."""
+    for key, value in TELEMETRY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def java_major_version() -> int | None:
+    """Major version of the ``java`` Spark will launch, or None when there is none."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+    if not java or not os.path.exists(java):
+        return None
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for token in out.replace('"', " ").split():
+        head = token.split(".")[0]
+        if head.isdigit() and ("." in token or token.isdigit()):
+            major = int(head)
+            return int(token.split(".")[1]) if major == 1 else major
+    return None
+
+
+def check_java() -> None:
+    """Raise :class:`SessionError` with the fix when Java is missing or unsupported by Spark 3.5."""
+    major = java_major_version()
+    fix = "install OpenJDK 17 (Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless) and set JAVA_HOME"
+    if major is None:
+        raise SessionError(f"Java not found: Spark needs Java {'/'.join(map(str, SUPPORTED_JAVA))}; {fix}")
+    if major not in SUPPORTED_JAVA:
+        raise SessionError(f"Java {major} found but Spark 3.5 needs Java 8, 11 or 17; {fix}")
+
+
+def _launched_externally() -> bool:
+    """True under spark-submit (gateway started by the JVM) or on Databricks."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ or "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def build_session(config: Config) -> "SparkSession":
+    """Build (or join) the SparkSession for ``config`` and resolve the spatial-join engine."""
+    disable_telemetry()
+    from pyspark.sql import SparkSession
+
+    spark_cfg: SparkConfig = config.spark
+    active = SparkSession.getActiveSession()
+    if active is None and not _launched_externally():
+        check_java()
+    builder = SparkSession.builder.appName(spark_cfg.app_name)
+    if spark_cfg.master:
+        builder = builder.master(spark_cfg.master)
+    elif active is None and not _launched_externally():
+        builder = builder.master("local[*]")
+    sedona_jars = [p for p in os.environ.get(ENV_SEDONA_JARS, "").split(",") if p.strip()]
+    expects_sedona = bool(sedona_jars) or "sedona" in spark_cfg.conf.get("spark.jars.packages", "")
+    settings = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+        "spark.sql.shuffle.partitions": str(spark_cfg.shuffle_partitions),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(spark_cfg.arrow_batch_size),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": spark_cfg.driver_memory,
+        # Executors inherit the opt-outs too (Sedona checks them in the JVM and in Python workers).
+        **{f"spark.executorEnv.{k}": v for k, v in TELEMETRY_ENV.items()},
+    }
+    if sedona_jars:
+        settings["spark.jars"] = ",".join(sedona_jars)
+    if expects_sedona:
+        settings["spark.kryo.registrator"] = SEDONA_KRYO_REGISTRATOR
+    settings.update(dict(spark_cfg.conf))
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    engine = resolve_engine(spark, config.spatial.engine)
+    spark.conf.set(ENGINE_CONF_KEY, engine)
+    log.info(
+        "spark %s master=%s shuffle_partitions=%s spatial engine=%s",
+        spark.version,
+        spark.sparkContext.master,
+        spark.conf.get("spark.sql.shuffle.partitions"),
+        engine,
+    )
+    return spark
+
+
+def sedona_available(spark: "SparkSession") -> bool:
+    """Whether Sedona's JVM classes are loadable in this session."""
+    try:
+        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        jvm.java.lang.Class.forName(SEDONA_CONTEXT_CLASS, False, loader)
+        return True
+    except Exception:  # py4j raises a generic Py4JJavaError for ClassNotFoundException
+        return False
+
+
+def resolve_engine(spark: "SparkSession", requested: str) -> str:
+    """Pick the spatial-join engine and register Sedona's SQL functions when it is chosen."""
+    present = sedona_available(spark)
+    if requested == "builtin" or (requested == "auto" and not present):
+        if requested == "auto":
+            log.info("Sedona JVM classes not on the classpath: using the builtin spatial-join engine")
+        return "builtin"
+    if not present:
+        raise SessionError(
+            "spatial.engine=sedona but Sedona's JVM classes are not on the classpath: add "
+            "org.apache.sedona:sedona-spark-shaded-3.5_2.12 to spark.jars.packages, or list local jars in "
+            f"${ENV_SEDONA_JARS}, or set spatial.engine=auto"
+        )
+    from sedona.spark import SedonaContext
+
+    SedonaContext.create(spark)
+    return "sedona"
+
+
+def session_engine(spark: "SparkSession") -> str:
+    """The engine resolved by :func:`build_session` for this session (``builtin`` if unknown)."""
+    return spark.conf.get(ENGINE_CONF_KEY, "builtin") or "builtin"

@@ -1,0 +1,122 @@
+"""Config loading: merging, overrides, interpolation, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from landuse.config import Config, ConfigError, load_config
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_repo_configs_load(repo_root: Path) -> None:
+    for name in ("synthetic_shenzhen.yaml", "synthetic_london.yaml"):
+        config = load_config(repo_root / "conf" / name)
+        assert isinstance(config, Config)
+        assert config.synth.enabled
+        assert str(config.synth.dir).endswith("/city")
+
+
+def test_extends_overrides_and_interpolation(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", "seed: 1\nspark:\n  shuffle_partitions: 3\n  conf: {a.b: x}\n")
+    top = write(tmp_path / "top.yaml", "extends: base.yaml\nname: t\nwork_dir: /tmp/w\nsynth:\n  dir: ${work_dir}/city\n")
+    config = load_config(top, ["seed=7", "spark.driver_memory=1g", "synth.scale=tiny"])
+    assert config.seed == 7
+    assert config.spark.shuffle_partitions == 3
+    assert config.spark.driver_memory == "1g"
+    assert config.spark.conf["a.b"] == "x"
+    assert config.synth.scale == "tiny"
+    assert config.synth.dir == Path("/tmp/w/city")
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path / "c.yaml", "name: x\n"))
+    with pytest.raises(Exception):
+        config.seed = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.spark.conf["new"] = "v"  # type: ignore[index]
+
+
+def test_layered_files_merge_in_order(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.yaml", "name: a\nspark: {shuffle_partitions: 4, driver_memory: 2g}\n")
+    b = write(tmp_path / "b.yaml", "spark: {shuffle_partitions: 200}\n")
+    config = load_config([a, b])
+    assert config.spark.shuffle_partitions == 200
+    assert config.spark.driver_memory == "2g"
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "expected"),
+    [
+        ("name: x\nsparkk: {}\n", [], "sparkk: unknown key"),
+        ("name: x\nspark: {shuffle_partitions: many}\n", [], "spark.shuffle_partitions: expected an integer, got str 'many'"),
+        ("name: x\n", ["spark.shuffle_partitions=1.5"], "spark.shuffle_partitions: expected an integer"),
+        ("name: x\nspatial: {engine: gpu}\n", [], "spatial.engine: 'gpu' is not one of auto, sedona, builtin"),
+        ("name: x\nsynth: {enabled: maybe}\n", [], "synth.enabled: expected true/false"),
+        ("seed: 3\n", [], "name: required key is missing"),
+        ("name: x\nspark: 5\n", [], "spark: expected a mapping"),
+        ("name: x\n", ["novalue"], "expected key=value"),
+        ("name: x\nwork_dir: ${nope.key}\n", [], "reference ${nope.key}: no such key"),
+        ("name: x\n  bad: [indent\n", [], "invalid YAML"),
+        (
+            "name: x\ninputs:\n  pois: {adapter: amap_csv, path: /definitely/missing.csv}\n",
+            [],
+            "inputs.pois.path: input path not found: /definitely/missing.csv",
+        ),
+        (
+            "name: x\ninputs:\n  trips:\n    bikes: {adapter: tfl_cycle_hire, path: /tmp, options: {stations_path: /no/stations.csv}}\n",
+            [],
+            "inputs.trips.bikes.options.stations_path: input path not found",
+        ),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, text: str, overrides: list[str], expected: str) -> None:
+    path = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+    assert message.startswith(str(path)) or "override" in message
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_synthetic_inputs_may_not_exist_yet(tmp_path: Path) -> None:
+    text = (
+        "name: x\nwork_dir: " + str(tmp_path) + "\nsynth: {enabled: true, dir: '${work_dir}/city'}\n"
+        "inputs:\n  pois: {adapter: amap_csv, path: '${work_dir}/city/pois/amap_pois.csv'}\n"
+    )
+    config = load_config(write(tmp_path / "c.yaml", text))
+    assert config.inputs.pois is not None
+    assert config.inputs.pois.path == tmp_path / "city/pois/amap_pois.csv"
+
+
+def test_section_hash_tracks_only_named_sections(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.yaml", "name: x\n")
+    a = load_config(path)
+    b = load_config(path, ["spark.shuffle_partitions=99"])
+    c = load_config(path, ["seed=5"])
+    assert a.section_hash("seed", "synth") == b.section_hash("seed", "synth")
+    assert a.section_hash("seed") != c.section_hash("seed")
+
+
+def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", "name: x\nspark: {shuffle_partitions: many}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "landuse.cli", "config", "--config", str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: {path}: spark.shuffle_partitions: expected an integer, got str 'many'"]
+    assert "Traceback" not in proc.stderr
