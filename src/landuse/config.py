@@ -22,6 +22,8 @@ from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
 
+from landuse.constants import LANDUSE_CLASSES
+
 
 def _frozen_empty() -> Mapping[str, Any]:
     return types.MappingProxyType({})
@@ -67,6 +69,60 @@ class InputsConfig:
 
 
 @dataclass(frozen=True)
+class StudyConfig:
+    """The study area: projected working CRS (metres) and the lon/lat extent used to reject strays."""
+
+    crs: Optional[str] = None  # e.g. EPSG:32650; synthetic runs take the generator's CRS
+    extent: Optional[tuple[float, ...]] = None  # [min_lon, min_lat, max_lon, max_lat]; None: regions' bbox
+    extent_buffer_m: float = 500.0  # added around the regions' bbox when extent is None
+
+    def _problems(self) -> list[tuple[str, str]]:
+        if self.extent is not None and (
+            len(self.extent) != 4 or self.extent[0] >= self.extent[2] or self.extent[1] >= self.extent[3]
+        ):
+            return [("extent", "expected [min_lon, min_lat, max_lon, max_lat] with min < max")]
+        return []
+
+
+@dataclass(frozen=True)
+class RegionsConfig:
+    """Regional units: adjacency and distance-decay settings."""
+
+    decay_radius_m: float = 2000.0  # neighbours within this centroid distance get decay weights
+
+    def _problems(self) -> list[tuple[str, str]]:
+        return [("decay_radius_m", "must be > 0")] if self.decay_radius_m <= 0 else []
+
+
+@dataclass(frozen=True)
+class FlowsConfig:
+    """OD flow aggregation: time filters, day count for undated tables, small-cell suppression."""
+
+    hours: Optional[tuple[int, ...]] = None  # [start, end) hour window; may wrap midnight, e.g. [22, 6]
+    day_type: Literal["all", "weekday", "weekend"] = "all"
+    days: Optional[int] = None  # covered days for undated (pre-aggregated) OD tables, e.g. 31 for July
+    min_cell_count: int = 1  # exported OD cells with fewer trips are suppressed (privacy); 1 keeps all
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.hours is not None and (len(self.hours) != 2 or not all(0 <= h <= 24 for h in self.hours)):
+            problems.append(("hours", "expected [start, end] with hours in 0..24"))
+        if self.days is not None and self.days <= 0:
+            problems.append(("days", "must be a positive number of days"))
+        if self.min_cell_count < 1:
+            problems.append(("min_cell_count", "must be >= 1"))
+        return problems
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    """Land-use label distributions from overlaying land-use polygons on regions."""
+
+    classes: tuple[str, ...] = LANDUSE_CLASSES
+    non_construction_residual: bool = False  # thesis option: non_construction = 1 - sum(other classes)
+
+
+@dataclass(frozen=True)
 class SparkConfig:
     """Spark session settings (see ``landuse.spark.session``)."""
 
@@ -103,6 +159,10 @@ class Config:
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     synth: SynthConfig = field(default_factory=SynthConfig)
     inputs: InputsConfig = field(default_factory=InputsConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    regions: RegionsConfig = field(default_factory=RegionsConfig)
+    flows: FlowsConfig = field(default_factory=FlowsConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -320,7 +380,10 @@ def _build(cls: type, data: Any, origin: str, prefix: str) -> Any:
             kwargs[name] = _convert(hints[name], data[name], origin, f"{prefix}{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
             raise ConfigError(f"{origin}: {prefix}{name}: required key is missing")
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    for key, problem in getattr(obj, "_problems", lambda: [])():
+        raise ConfigError(f"{origin}: {prefix}{key}: {problem}")
+    return obj
 
 
 def _convert(tp: Any, value: Any, origin: str, key: str) -> Any:

@@ -1,0 +1,1 @@
+"""Per-region features: OD flows, POI tokens and counts (embeddings come in later stages)."""
