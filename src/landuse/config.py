@@ -157,6 +157,7 @@ class Config:
     seed: int = 42
     work_dir: Path = Path("work/default")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    vars: Mapping[str, str] = field(default_factory=_frozen_empty)  # free values for ${vars.x} references
     synth: SynthConfig = field(default_factory=SynthConfig)
     inputs: InputsConfig = field(default_factory=InputsConfig)
     study: StudyConfig = field(default_factory=StudyConfig)

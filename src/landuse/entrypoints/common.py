@@ -37,12 +37,22 @@ def load_from_args(args: argparse.Namespace) -> Config:
     return config
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that describe bad input (config, files, rows), printed as one line."""
+    from landuse.ingest.errors import IngestError
+    from landuse.spark.schemas import SchemaError
+    from landuse.spatial.overlay import OverlayError
+    from landuse.spatial.regions import RegionsError
+
+    return USER_ERRORS + (IngestError, SchemaError, OverlayError, RegionsError)
+
+
 def guarded(body: Callable[[], int]) -> int:
     """Run ``body``; user errors print one line to stderr and return exit code 2."""
     disable_telemetry()
     try:
         return body()
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

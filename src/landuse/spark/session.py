@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 from landuse.config import Config, SparkConfig
@@ -88,6 +89,11 @@ def build_session(config: Config) -> "SparkSession":
         builder = builder.master(spark_cfg.master)
     elif active is None and not _launched_externally():
         builder = builder.master("local[*]")
+    if active is None and not _launched_externally():
+        # Local mode: Python workers must run this interpreter (the venv with landuse installed),
+        # not whatever `python3` is first on PATH. Clusters configure their own.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     sedona_jars = [p for p in os.environ.get(ENV_SEDONA_JARS, "").split(",") if p.strip()]
     expects_sedona = bool(sedona_jars) or "sedona" in spark_cfg.conf.get("spark.jars.packages", "")
     settings = {

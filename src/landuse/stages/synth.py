@@ -1,17 +1,16 @@
-"""The pipeline's stages, in run order. Each stage's logic lives in its domain subpackage."""
+"""Stage ``synth``: generate the configured synthetic city (raw inputs in real formats + truth)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from landuse.config import Config
-from landuse.constants import SYNTH_MANIFEST_FILE
-from landuse.manifest import read_manifest
 from landuse.runner import Stage, StageContext, no_spark
 
 
 @no_spark
-def _run_synth(ctx: StageContext) -> None:
+def run(ctx: StageContext) -> None:
+    """Generate into the staging directory; the runner commits it to ``synth.dir``."""
     from landuse.synth import generate
 
     cfg = ctx.config.synth
@@ -19,22 +18,16 @@ def _run_synth(ctx: StageContext) -> None:
     ctx.summary["counts"] = manifest.get("counts", {})
 
 
-def _synth_outputs(config: Config) -> dict[str, Path]:
+def outputs(config: Config) -> dict[str, Path]:
+    """The city directory."""
     return {"synth": config.synth.dir}
 
 
-SYNTH = Stage(
+STAGE = Stage(
     name="synth",
     description="generate the synthetic city (raw inputs in real formats + ground truth)",
-    run=_run_synth,
-    outputs=_synth_outputs,
+    run=run,
+    outputs=outputs,
     config_keys=("seed", "synth.profile", "synth.scale"),
     enabled=lambda config: config.synth.enabled,
 )
-
-STAGES: dict[str, Stage] = {stage.name: stage for stage in (SYNTH,)}
-
-
-def synth_manifest(config: Config) -> dict | None:
-    """The generator's own manifest of the configured synthetic city, if generated."""
-    return read_manifest(config.synth.dir, SYNTH_MANIFEST_FILE)

@@ -1,0 +1,10 @@
+"""Stage ``flows`` (see landuse.stages.flows)."""
+
+from __future__ import annotations
+
+from landuse.entrypoints.common import stage_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``landuse run flows --config conf/X.yaml [--force] [key=value ...]``."""
+    return stage_main("flows", argv)

@@ -1,0 +1,10 @@
+"""Stage ``labels`` (see landuse.stages.labels)."""
+
+from __future__ import annotations
+
+from landuse.entrypoints.common import stage_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``landuse run labels --config conf/X.yaml [--force] [key=value ...]``."""
+    return stage_main("labels", argv)

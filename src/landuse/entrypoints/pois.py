@@ -1,0 +1,10 @@
+"""Stage ``pois`` (see landuse.stages.pois)."""
+
+from __future__ import annotations
+
+from landuse.entrypoints.common import stage_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``landuse run pois --config conf/X.yaml [--force] [key=value ...]``."""
+    return stage_main("pois", argv)

@@ -1,0 +1,10 @@
+"""Stage ``regions`` (see landuse.stages.regions)."""
+
+from __future__ import annotations
+
+from landuse.entrypoints.common import stage_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``landuse run regions --config conf/X.yaml [--force] [key=value ...]``."""
+    return stage_main("regions", argv)
