@@ -70,6 +70,7 @@ class Stage:
     inputs: Callable[[Config], list[Path]] = lambda config: []
     upstream: tuple[str, ...] = ()
     enabled: Callable[[Config], bool] = lambda config: True
+    version: str = "1"  # bump when the stage's logic changes its output, so unchanged runs rerun
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def stage_fingerprint(stage: Stage, config: Config, registry: Mapping[str, Stage
                 )
             upstream[out_name] = manifest["fingerprint"]
     config_hash = config.section_hash(*stage.config_keys)
-    parts = [stage.name, landuse.__version__, config_hash, inputs, upstream]
+    parts = [stage.name, stage.version, landuse.__version__, config_hash, inputs, upstream]
     return {
         "fingerprint": fingerprint(parts),
         "config_hash": config_hash,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from landuse.config import Config
 from landuse.runner import Stage, StageContext, no_spark
+from landuse.synth.generator import GENERATOR_VERSION
 
 
 @no_spark
@@ -30,4 +31,5 @@ STAGE = Stage(
     outputs=outputs,
     config_keys=("seed", "synth.profile", "synth.scale"),
     enabled=lambda config: config.synth.enabled,
+    version=GENERATOR_VERSION,
 )

@@ -50,7 +50,7 @@ from landuse.synth.writers import (
 
 log = logging.getLogger("landuse.synth")
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 # Independent random streams, all spawned from the one seed; order is part of the format (append only).
 STREAMS: tuple[str, ...] = ("latent", "polygons", "regions", "stations", "pois", "poi_text", "trip_counts",
                             "trips", "raster")

@@ -27,15 +27,19 @@ def class_areas(regions: np.ndarray, polygons: np.ndarray, polygon_class: np.nda
 
 def region_distribution(ids: np.ndarray, regions: np.ndarray, polygons: np.ndarray,
                         polygon_class: np.ndarray) -> pd.DataFrame:
-    """Truth table: ``region_id``, one share column per class (class area / region area), ``coverage``.
+    """Truth table: ``region_id``, one share column per class, ``coverage``.
 
-    Shares sum to ``coverage`` (the share of the region covered by land-use polygons), so to 1 where
-    a region lies wholly inside the surveyed land.
+    A share is the class's area over the region's *covered* area (so shares sum to 1 wherever
+    coverage > 0, and are all 0 for a region no land-use polygon touches, e.g. open sea);
+    ``coverage`` is the covered area over the region's area. This is the definition the labels
+    stage uses (issue 3: "rows sum to 1 where coverage > 0 plus the coverage fraction").
     """
     areas = class_areas(regions, polygons, polygon_class)
     region_area = shapely.area(regions)
-    shares = areas / region_area[:, None]
+    covered = areas.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shares = np.where(covered[:, None] > 0, areas / covered[:, None], 0.0)
     frame = pd.DataFrame(shares, columns=list(LANDUSE_CLASSES))
     frame.insert(0, "region_id", ids.astype(np.int64))
-    frame["coverage"] = shares.sum(axis=1)
+    frame["coverage"] = covered / region_area
     return frame
