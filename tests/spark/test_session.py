@@ -54,3 +54,44 @@ def test_sedona_registration(spark) -> None:
 
 def test_java_is_detected() -> None:
     assert java_major_version() in (8, 11, 17)
+
+
+def _fake_java(tmp_path, version_line: str):
+    bin_dir = tmp_path / "jdk" / "bin"
+    bin_dir.mkdir(parents=True)
+    java = bin_dir / "java"
+    java.write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
+    java.chmod(0o755)
+    return tmp_path / "jdk"
+
+
+def test_unsupported_java_is_explained(tmp_path, monkeypatch) -> None:
+    from landuse.spark.session import check_java
+
+    monkeypatch.setenv("JAVA_HOME", str(_fake_java(tmp_path, 'openjdk version "21.0.2" 2024-01-16')))
+    assert java_major_version() == 21
+    with pytest.raises(SessionError, match=r"Java 21 found but Spark 3.5 needs Java 8, 11 or 17; install OpenJDK 17"):
+        check_java()
+    monkeypatch.setenv("JAVA_HOME", str(_fake_java(tmp_path / "old", 'java version "1.8.0_392"')))
+    assert java_major_version() == 8
+    check_java()
+
+
+def test_missing_java_is_explained(tmp_path, monkeypatch) -> None:
+    from landuse.spark.session import check_java
+
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nowhere"))
+    with pytest.raises(SessionError, match="Java not found: Spark needs Java 8/11/17; install OpenJDK 17"):
+        check_java()
+
+
+def test_make_java_check_message(tmp_path, repo_root) -> None:
+    import subprocess
+
+    jdk = _fake_java(tmp_path, 'openjdk version "21.0.2"')
+    proc = subprocess.run(
+        ["make", "-s", "java-check", f"JAVA_HOME={jdk}"],
+        cwd=repo_root, capture_output=True, text=True,
+    )
+    assert proc.returncode != 0
+    assert "Java 21.0.2 found, but Spark 3.5 needs Java 17 (or 8/11)" in proc.stdout
