@@ -42,5 +42,8 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
         spatial=SpatialConfig(engine="auto"),
     )
     session = build_session(config)
+    # Test inputs are kilobytes: compiling whole-stage code costs more than interpreting it
+    # (about half the run time of the Spark tests). Production sessions keep codegen on.
+    session.conf.set("spark.sql.codegen.wholeStage", "false")
     yield session
     session.stop()
