@@ -288,11 +288,15 @@ def split_rows(
 
     ``raw`` is the original row as a struct; it is written as JSON text with nulls kept.
     """
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    # Persisted: kept rows, rejects and the reason tally are three actions over the same parsed
+    # and validated rows; without it each re-reads and re-validates the raw files. Callers release
+    # it with ``spark.catalog.clearCache()`` (the ingest stage does) or ``unpersist``.
     tagged = df.withColumn(
         "__reason", F.when(reason.isNotNull(), F.concat(F.lit(reason_prefix), reason)) if reason_prefix else reason
-    )
+    ).persist(StorageLevel.MEMORY_AND_DISK)
     good = tagged.filter(F.col("__reason").isNull()).select(*kept)
     bad = tagged.filter(F.col("__reason").isNotNull()).select(
         F.lit(source).alias(SOURCE),

@@ -89,6 +89,7 @@ def run(ctx: StageContext) -> None:
         summaries.append(pois.summary())
         sources[POI_SOURCE] = {"adapter": config.inputs.pois.adapter}
     log_summaries(summaries, log)
+    spark.catalog.clearCache()  # the validated rows persisted by landuse.ingest.validation
     ctx.summary.update(
         extent_lonlat=[extent.min_lon, extent.min_lat, extent.max_lon, extent.max_lat],
         sources=sources,
