@@ -32,6 +32,7 @@ from landuse.ingest.files import (
     read_delimited,
     show_names,
 )
+from landuse.ingest.registry import AdapterRegistry
 from landuse.ingest.options import Option, parse_options
 from landuse.ingest.quarantine import IngestSummary
 from landuse.ingest.validation import Endpoint, LonLatBox
@@ -273,20 +274,13 @@ def _build_pois(
 # Registry
 # ------------------------------------------------------------------------------------------
 
-POI_SOURCES: dict[str, type[PoiSource]] = {}
-
-
-def register_poi_source(cls: type[PoiSource]) -> type[PoiSource]:
-    """Class decorator: make ``cls`` available under ``cls.adapter``."""
-    POI_SOURCES[cls.adapter] = cls
-    return cls
+POI_SOURCES: AdapterRegistry[PoiSource] = AdapterRegistry("POI")
+register_poi_source = POI_SOURCES.register
 
 
 def poi_source(adapter: str) -> PoiSource:
     """The POI source registered as ``adapter``; :class:`IngestError` listing the known ones."""
-    if adapter not in POI_SOURCES:
-        raise IngestError(f"unknown POI adapter {adapter!r} (known: {', '.join(sorted(POI_SOURCES))})")
-    return POI_SOURCES[adapter]()
+    return POI_SOURCES.create(adapter)
 
 
 def read_pois(

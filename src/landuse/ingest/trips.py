@@ -28,6 +28,7 @@ from landuse.ingest import validation as V
 from landuse.ingest.coords import check_crs, is_wgs84, to_lonlat
 from landuse.ingest.errors import IngestError
 from landuse.ingest.files import RawFrame, frame_from_pandas, read_delimited, show_names
+from landuse.ingest.registry import AdapterRegistry
 from landuse.ingest.options import REQUIRED, Option, parse_options
 from landuse.ingest.quarantine import IngestSummary
 from landuse.ingest.validation import Endpoint, LonLatBox
@@ -147,20 +148,13 @@ class TripSource(ABC):
         """Adapter-specific reading; ``opts`` are validated with defaults filled in."""
 
 
-TRIP_SOURCES: dict[str, type[TripSource]] = {}
-
-
-def register_trip_source(cls: type[TripSource]) -> type[TripSource]:
-    """Class decorator: make ``cls`` available under ``cls.adapter``."""
-    TRIP_SOURCES[cls.adapter] = cls
-    return cls
+TRIP_SOURCES: AdapterRegistry[TripSource] = AdapterRegistry("trip")
+register_trip_source = TRIP_SOURCES.register
 
 
 def trip_source(adapter: str) -> TripSource:
     """The trip source registered as ``adapter``; :class:`IngestError` listing the known ones."""
-    if adapter not in TRIP_SOURCES:
-        raise IngestError(f"unknown trip adapter {adapter!r} (known: {', '.join(sorted(TRIP_SOURCES))})")
-    return TRIP_SOURCES[adapter]()
+    return TRIP_SOURCES.create(adapter)
 
 
 def read_trips(
