@@ -5,7 +5,7 @@
 * ``polygons`` — a polygon file (shp, gpkg, GeoJSON, GeoParquet) in any CRS; options
   ``id_column`` (required), ``crs`` (when the file has none), ``layer``;
 * ``grid`` — square cells of ``cell_size_m`` over the bounds of the polygon file at ``path``
-  (e.g. a city boundary); option ``clip`` (default true) keeps only cells touching the boundary.
+  (e.g. a city boundary); option ``clip`` (default true) keeps only cells overlapping the boundary (positive area).
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def build_regions(config: Config):  # -> geopandas.GeoDataFrame (canonical regio
     grid = grid_regions(boundary.total_bounds, float(cell), crs)
     if opts.get("clip", True):
         outline = boundary.geometry.union_all()
-        grid = grid[grid.geometry.intersects(outline).to_numpy()]
+        # Keep cells overlapping the outline with positive area (a cell only touching it is outside).
+        grid = grid[(grid.geometry.intersection(outline).area > 0).to_numpy()]
     grid["grid_id"] = grid["region_id"]
     return regions_from_geodataframe(grid, "grid_id", crs)
 
