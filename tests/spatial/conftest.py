@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import geopandas as gpd
 import numpy as np
 import pytest
 
 from landuse.spatial.regions import regions_from_geodataframe, voronoi_regions
 from tests.spatial.helpers import CRS
-
-# Spark starts Python workers with `python3` unless told otherwise, and the builtin engine's
-# mapInArrow code needs this interpreter (shapely, pyarrow). Set before the session fixture starts.
-# (landuse.spark.session.build_session should do this for local masters; reported to the lead.)
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 MH180 = "nyc_manhattan/regions/mh180/mh-180.shp"
 NYC_CRS = "EPSG:32118"

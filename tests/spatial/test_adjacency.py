@@ -27,7 +27,8 @@ CORNERS = [(0, 4), (1, 3), (1, 5), (2, 4), (3, 7), (4, 6), (4, 8), (5, 7)]
 
 
 def _as_dict(edges: pd.DataFrame) -> dict[tuple[int, int], float]:
-    return {(int(a), int(b)): float(w) for a, b, w in edges[["region_id_a", "region_id_b", "shared_length_m"]].itertuples(index=False)}
+    rows = edges[["region_id_a", "region_id_b", "shared_length_m"]].itertuples(index=False)
+    return {(int(a), int(b)): float(w) for a, b, w in rows}
 
 
 def test_queen_adjacency_on_3x3_grid() -> None:

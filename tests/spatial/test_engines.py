@@ -52,6 +52,18 @@ def test_builtin_matches_geopandas(spark, voronoi_table: gpd.GeoDataFrame, probe
     assert (result.sort_values("pid")["tag"] == "p").all()
 
 
+def test_builtin_keep_columns(spark, voronoi_table: gpd.GeoDataFrame, probes: pd.DataFrame) -> None:
+    regions = to_spark(spark, voronoi_table)
+    points = spark.createDataFrame(probes)
+    engine = BuiltinJoinEngine()
+    only = engine.assign_points(points, regions, "x", "y", "r", keep_columns=["pid"])
+    assert only.columns == ["pid", "r"]
+    result = only.toPandas().sort_values("pid")
+    expected = sjoin_reference(voronoi_table, probes["x"].to_numpy(float), probes["y"].to_numpy(float))
+    assert (result["r"].fillna(-1).to_numpy(dtype=np.int64) == expected).all()
+    assert engine.assign_points(points, regions, "x", "y", keep_columns=[]).columns == ["region_id"]
+
+
 def test_builtin_rejects_bad_columns(spark, voronoi_table: gpd.GeoDataFrame) -> None:
     regions = to_spark(spark, voronoi_table)
     points = spark.createDataFrame(pd.DataFrame({"x": [1.0], "y": [2.0], "region_id": [1]}))
@@ -59,6 +71,8 @@ def test_builtin_rejects_bad_columns(spark, voronoi_table: gpd.GeoDataFrame) -> 
         BuiltinJoinEngine().assign_points(points, regions, "x", "y")
     with pytest.raises(SpatialJoinError, match="missing column"):
         BuiltinJoinEngine().assign_points(points, regions, "lon", "y", out_col="r")
+    with pytest.raises(SpatialJoinError, match="missing column"):
+        BuiltinJoinEngine().assign_points(points, regions, "x", "y", out_col="r", keep_columns=["nope"])
 
 
 def test_make_engine_follows_session(spark) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import abc
 import uuid
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 ENGINE_BUILTIN = "builtin"
 ENGINE_SEDONA = "sedona"
 
-# Per-Python-worker caches: workers are reused across tasks, so an index is built once per worker
-# and broadcast, not once per task or batch.
+# Per-Python-worker caches: workers are reused across tasks, so a broadcast index is unpickled (and
+# a pyproj transformer created) once per worker, not once per task or batch.
 _INDEX_CACHE: dict[str, "RegionPointIndex"] = {}
 _INDEX_CACHE_SIZE = 4  # region sets kept per worker (bounded memory)
 _TRANSFORMER_CACHE: dict[tuple[str, str], Any] = {}
@@ -69,6 +69,10 @@ def _with_field(schema: StructType, name: str, data_type: Any) -> StructType:
     return StructType(list(schema.fields) + [StructField(name, data_type, True)])
 
 
+def _quoted(name: str) -> Any:
+    return F.col(f"`{name}`")
+
+
 class SpatialJoinEngine(abc.ABC):
     """Assigns points to regions under the module's boundary rule."""
 
@@ -82,12 +86,30 @@ class SpatialJoinEngine(abc.ABC):
         x_col: str,
         y_col: str,
         out_col: str = REGION_ID,
+        keep_columns: Sequence[str] | None = None,
     ) -> "DataFrame":
         """``points`` plus ``out_col`` (long, NULL where in no region); one output row per input row.
 
         ``regions`` has ``region_id`` (long) and ``geometry`` (WKB in the same projected CRS as the
-        points' ``x_col``/``y_col``), e.g. the canonical regions table.
+        points' ``x_col``/``y_col``), e.g. the canonical regions table. ``keep_columns`` limits
+        the carried-through input columns (default: all, in order); carrying fewer saves moving
+        them through the join (e.g. ``[]`` when only the region per point is needed).
         """
+
+    @staticmethod
+    def _output_columns(
+        points: "DataFrame", regions: "DataFrame", x_col: str, y_col: str, out_col: str,
+        keep_columns: Sequence[str] | None,
+    ) -> list[str]:
+        """Validate the arguments; return the input columns to carry through."""
+        keep = list(points.columns) if keep_columns is None else list(keep_columns)
+        _require_columns(points, [x_col, y_col, *keep], "points")
+        _require_columns(regions, [REGION_ID, GEOMETRY], "regions")
+        if len(set(keep)) != len(keep):
+            raise SpatialJoinError(f"keep_columns has duplicates: {keep}")
+        if out_col in keep:
+            raise SpatialJoinError(f"output column {out_col!r} already exists in the input")
+        return keep
 
 
 class BuiltinJoinEngine(SpatialJoinEngine):
@@ -114,13 +136,17 @@ class BuiltinJoinEngine(SpatialJoinEngine):
         x_col: str,
         y_col: str,
         out_col: str = REGION_ID,
+        keep_columns: Sequence[str] | None = None,
     ) -> "DataFrame":
-        _require_columns(points, [x_col, y_col], "points")
-        _require_columns(regions, [REGION_ID, GEOMETRY], "regions")
-        out_schema = _with_field(points.schema, out_col, LongType())
+        keep = self._output_columns(points, regions, x_col, y_col, out_col, keep_columns)
+        inputs = keep + [c for c in dict.fromkeys([x_col, y_col]) if c not in keep]
+        if inputs != points.columns:
+            points = points.select(*[_quoted(c) for c in inputs])
+        out_schema = StructType([points.schema[c] for c in keep] + [StructField(out_col, LongType(), True)])
         broadcast, key = self.broadcast_index(regions)
-        names = points.columns
-        x_idx, y_idx = names.index(x_col), names.index(y_col)
+        x_idx, y_idx = inputs.index(x_col), inputs.index(y_col)
+        n_keep = len(keep)
+        out_names = keep + [out_col]
 
         def assign_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             index = _cached_index(key, broadcast)
@@ -129,7 +155,7 @@ class BuiltinJoinEngine(SpatialJoinEngine):
                 y = _as_float64(batch.column(y_idx))
                 region, found = index.lookup(x, y)
                 column = pa.array(region, type=pa.int64(), mask=~found)
-                yield pa.RecordBatch.from_arrays(batch.columns + [column], names=names + [out_col])
+                yield pa.RecordBatch.from_arrays(batch.columns[:n_keep] + [column], names=out_names)
 
         return points.mapInArrow(assign_batches, out_schema)
 
@@ -151,9 +177,9 @@ class BuiltinJoinEngine(SpatialJoinEngine):
         """The point index of a regions DataFrame (collected: regions are small, <= ~1e5 polygons)."""
         from landuse.spatial.pointindex import RegionPointIndex
 
-        rows = regions.select(REGION_ID, GEOMETRY).collect()
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        wkb = [bytes(r[1]) for r in rows]
+        table = regions.select(REGION_ID, GEOMETRY).toPandas()  # Arrow: far faster than collect()
+        wkb = [bytes(g) for g in table[GEOMETRY]]
+        ids = table[REGION_ID].to_numpy(dtype=np.int64)
         return RegionPointIndex.from_wkb(ids, wkb, cells_per_region=self.cells_per_region, max_cells=self.max_cells)
 
 
@@ -196,27 +222,24 @@ class SedonaJoinEngine(SpatialJoinEngine):
         x_col: str,
         y_col: str,
         out_col: str = REGION_ID,
+        keep_columns: Sequence[str] | None = None,
     ) -> "DataFrame":
-        _require_columns(points, [x_col, y_col], "points")
-        _require_columns(regions, [REGION_ID, GEOMETRY], "regions")
-        _with_field(points.schema, out_col, LongType())
-        names = points.columns
-        left = points.withColumn(self._ROW_ID, F.monotonically_increasing_id()).alias("p")
+        keep = self._output_columns(points, regions, x_col, y_col, out_col, keep_columns)
+        inputs = keep + [c for c in dict.fromkeys([x_col, y_col]) if c not in keep]
+        left = points.select(*[_quoted(c) for c in inputs]).withColumn(self._ROW_ID, F.monotonically_increasing_id())
         right = regions.select(
             F.col(REGION_ID).alias(self._REGION_ID),
             F.expr(f"ST_GeomFromWKB({GEOMETRY})").alias(self._REGION_GEOM),
-        ).alias("r")
-        condition = F.expr(
-            f"ST_Intersects(r.{self._REGION_GEOM}, "
-            f"ST_Point(CAST(p.`{x_col}` AS DOUBLE), CAST(p.`{y_col}` AS DOUBLE)))"
         )
-        joined = left.join(F.broadcast(right), condition, "left")
+        point = f"ST_Point(CAST(p.`{x_col}` AS DOUBLE), CAST(p.`{y_col}` AS DOUBLE))"
+        condition = F.expr(f"ST_Intersects(r.{self._REGION_GEOM}, {point})")
+        joined = left.alias("p").join(F.broadcast(right).alias("r"), condition, "left")
         # Every row of a group comes from the same input row, so first() is exact.
         collapsed = joined.groupBy(self._ROW_ID).agg(
-            *[F.first(F.col(f"`{c}`")).alias(c) for c in names],
+            *[F.first(_quoted(c)).alias(c) for c in keep],
             F.min(self._REGION_ID).alias(out_col),
         )
-        return collapsed.select(*[F.col(f"`{c}`") for c in names], F.col(out_col).cast(LongType()))
+        return collapsed.select(*[_quoted(c) for c in keep], F.col(out_col).cast(LongType()))
 
 
 def make_engine(spark: "SparkSession", **builtin_options: int) -> SpatialJoinEngine:
@@ -288,11 +311,17 @@ def assign_lonlat(
     crs: str,
     out_col: str = REGION_ID,
     src_crs: str = CRS_WGS84,
+    keep_columns: Sequence[str] | None = None,
 ) -> "DataFrame":
-    """Assign lon/lat points: :func:`project_points` then ``engine.assign_points``; adds only ``out_col``."""
+    """Assign lon/lat points: :func:`project_points` then ``engine.assign_points``.
+
+    Returns ``points``' columns (or ``keep_columns``) plus ``out_col``; the projected coordinates
+    are internal.
+    """
+    keep = list(points.columns) if keep_columns is None else list(keep_columns)
     x_col, y_col = f"__{out_col}_x", f"__{out_col}_y"
     projected = project_points(points, lon_col, lat_col, crs, x_col, y_col, src_crs=src_crs)
-    return engine.assign_points(projected, regions, x_col, y_col, out_col).drop(x_col, y_col)
+    return engine.assign_points(projected, regions, x_col, y_col, out_col, keep_columns=keep)
 
 
 def assign_distinct_locations(
@@ -311,8 +340,8 @@ def assign_distinct_locations(
     Trips that reference stations, towers or zones repeat the same few thousand locations millions
     of times; assigning the distinct keys and joining the (small) result back on the key avoids
     running the spatial join per trip. A key seen with several coordinates (a moved station) is
-    placed at its smallest non-null (lon, lat) so the result is deterministic. Keys whose location is in
-    no region get NULL.
+    placed at its smallest non-null (lon, lat), so the result is deterministic. Keys whose
+    location is in no region, or unknown, get NULL.
     """
     _require_columns(locations, [key_col, lon_col, lat_col], "locations")
     # Rows with a null coordinate sort last (False < True), so they are used only when a key has
@@ -330,5 +359,4 @@ def assign_distinct_locations(
         .agg(first)
         .select(key_col, F.col("__loc.lon").alias(lon_col), F.col("__loc.lat").alias(lat_col))
     )
-    assigned = assign_lonlat(engine, distinct, regions, lon_col, lat_col, crs, out_col, src_crs=src_crs)
-    return assigned.select(key_col, out_col)
+    return assign_lonlat(engine, distinct, regions, lon_col, lat_col, crs, out_col, src_crs, keep_columns=[key_col])

@@ -165,7 +165,9 @@ def areal_interpolation(
     return _table(regions[id_column].to_numpy(), columns, shares, coverage, id_column)
 
 
-def _table(ids: np.ndarray, columns: list[str], shares: np.ndarray, coverage: np.ndarray, id_column: str) -> pd.DataFrame:
+def _table(
+    ids: np.ndarray, columns: list[str], shares: np.ndarray, coverage: np.ndarray, id_column: str
+) -> pd.DataFrame:
     out = pd.DataFrame(shares, columns=columns)
     out.insert(0, id_column, ids)
     out[COVERAGE] = coverage

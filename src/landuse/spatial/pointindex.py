@@ -11,8 +11,10 @@ extent and every cell lying within a tiny tolerance of any polygon edge is marke
 "supercover" of every ring segment). Unmarked cells form connected components that no boundary
 touches, so every point in a component has the same answer; one representative point per
 component is resolved with the shapely STRtree (``query(..., predicate="intersects")`` + the tie
-rule). A point then costs a floor-divide and a table lookup; only points falling in marked cells
-(a few percent with the default resolution) go through the exact STRtree query.
+rule). A point then costs a floor-divide and a table lookup. Only points in marked cells (about a
+tenth with the default resolution) get an exact GEOS test: when the regions provably do not overlap
+(GEOS coverage validation), against the few regions with an edge in that cell (prepared
+``intersects_xy``); otherwise through the STRtree query.
 
 Why the tolerance keeps it exact: a cell is unmarked only if its closed box is farther than
 ``EDGE_TOLERANCE`` cells from every boundary, far more than the rounding error of the cell
@@ -23,6 +25,7 @@ boundary-free neighbourhood of the cell it was mapped to.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -32,7 +35,8 @@ from scipy import ndimage
 NO_REGION = -1  # in region index space and in the returned region ids
 _BOUNDARY = -2  # grid cell touched by some polygon edge: resolve its points exactly
 EDGE_TOLERANCE = 1e-6  # in cell units
-_SEGMENT_CHUNK = 50_000  # ring segments rasterised per step (bounds temporary memory)
+_SEGMENT_CHUNK = 8192  # ring segments rasterised per step (bounds temporary memory)
+_NO_CANDIDATES = (np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32))
 
 
 class RegionPointIndex:
@@ -92,14 +96,15 @@ class RegionPointIndex:
 
     def _prepare(self) -> None:
         self.tree = shapely.STRtree(self.geometries)
-        shapely.prepare(self.geometries)  # fast point-in-polygon for intersects_xy
+        # Fast point-in-polygon for intersects_xy (prepares the geometry objects in place).
+        shapely.prepare(self.geometries)
 
     # ------------------------------------------------------------------ build
     def _build_grid(self, cells_per_region: int, max_cells: int, min_cells: int) -> None:
         valid = ~(shapely.is_missing(self.geometries) | shapely.is_empty(self.geometries))
         if not valid.any():
             self.disjoint = False
-            self._build_candidates([])
+            self.boundary_cells, self.candidate_offsets, self.candidates = _NO_CANDIDATES
             self.nx = self.ny = self.n_components = 0
             self.cells = np.zeros((0, 0), dtype=np.int32)
             self.x0 = self.y0 = 0.0
@@ -118,6 +123,23 @@ class RegionPointIndex:
         self.nx = max(1, math.ceil((xmax - xmin) / cell))
         self.ny = max(1, math.ceil((ymax - ymin) / cell))
 
+        # GEOS and numpy release the GIL, so the disjointness check and the candidate lists are
+        # computed in threads while the grid is labelled (the driver is otherwise idle here).
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            disjoint = pool.submit(shapely.coverage_is_valid, self.geometries[valid])
+            marked, keys = self._mark_boundary_cells(valid)
+            candidates = pool.submit(self._candidate_lists, keys)
+            self._label_free_cells(marked)
+            # Candidate lists for boundary cells are complete only when interiors are disjoint:
+            # then a region meeting a boundary cell has an edge in it (otherwise it would contain
+            # the cell, and the region whose edge marked the cell would overlap it). GEOS's
+            # coverage check proves disjointness; without it boundary points use the STRtree.
+            self.disjoint = bool(disjoint.result())
+            lists = candidates.result() if self.disjoint else _NO_CANDIDATES
+        self.boundary_cells, self.candidate_offsets, self.candidates = lists
+
+    def _mark_boundary_cells(self, valid: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The grid of cells within EDGE_TOLERANCE of some ring segment, and (cell · n + region) keys."""
         marked = np.zeros((self.ny, self.nx), dtype=bool)
         parts, part_poly = shapely.get_parts(self.geometries[valid], return_index=True)
         rings, ring_part = shapely.get_rings(parts, return_index=True)
@@ -125,29 +147,30 @@ class RegionPointIndex:
         same_ring = ring[1:] == ring[:-1]
         a = (coords[:-1][same_ring] - (self.x0, self.y0)) * self.inv_cell
         b = (coords[1:][same_ring] - (self.x0, self.y0)) * self.inv_cell
-        segment_poly = np.flatnonzero(valid)[part_poly[ring_part[ring[:-1][same_ring]]]]
-        # Candidate lists for boundary cells are exact only when interiors are disjoint: then a
-        # region meeting a boundary cell must have an edge in it (otherwise it would contain the
-        # cell, and the other region whose edge marked the cell would overlap it). GEOS's coverage
-        # check proves disjointness; without it, boundary points go through the STRtree.
-        self.disjoint = bool(shapely.coverage_is_valid(self.geometries[valid]))
+        segment_region = np.flatnonzero(valid)[part_poly[ring_part[ring[:-1][same_ring]]]]
         keys = []
+        n = len(self.geometries)
         for start in range(0, len(a), _SEGMENT_CHUNK):
             stop = start + _SEGMENT_CHUNK
             rows, cols, seg = _supercover(a[start:stop], b[start:stop], EDGE_TOLERANCE)
             inside = (rows >= 0) & (rows < self.ny) & (cols >= 0) & (cols < self.nx)
             rows, cols = rows[inside], cols[inside]
             marked[rows, cols] = True
-            if self.disjoint:
-                keys.append(np.unique((rows * self.nx + cols) * len(self.geometries) + segment_poly[start:stop][seg[inside]]))
-        del a, b, coords
+            keys.append(np.unique((rows * self.nx + cols) * n + segment_region[start:stop][seg[inside]]))
+        return marked, keys
+
+    def _label_free_cells(self, marked: np.ndarray) -> None:
+        """``self.cells``: each unmarked component's answer (one exact query each), _BOUNDARY elsewhere."""
         labels, n_components = ndimage.label(~marked)  # 4-connectivity: components share cell edges
-        del marked
         # One cell per component (any cell will do: all its cells share the answer). scipy numbers
         # components in raster order of first appearance, so the first cells are where the running
         # maximum of the labels steps up; checked, with a slower order-free fallback.
         flat = labels.ravel()
-        reps = np.flatnonzero(np.diff(np.maximum.accumulate(flat), prepend=0) > 0)
+        running = np.maximum.accumulate(flat)
+        reps = np.flatnonzero(running[1:] != running[:-1]) + 1
+        if flat[0]:
+            reps = np.concatenate([[0], reps])
+        del running
         if len(reps) != n_components or not np.array_equal(flat[reps], np.arange(1, n_components + 1)):
             reps = np.zeros(n_components + 1, dtype=np.int64)
             step = 1 << 22
@@ -156,48 +179,47 @@ class RegionPointIndex:
                 reps[flat[start:stop]] = np.arange(start, stop, dtype=np.int64)
             reps = reps[1:]
         rep_rows, rep_cols = np.divmod(reps, self.nx)
-        cx = self.x0 + (rep_cols + 0.5) * cell
-        cy = self.y0 + (rep_rows + 0.5) * cell
-        # int16 halves the grid (and its cache misses) whenever positions fit.
-        dtype = np.int16 if len(self.region_ids) < np.iinfo(np.int16).max else np.int32
-        lut = np.empty(n_components + 1, dtype=dtype)
+        cx = self.x0 + (rep_cols + 0.5) * self.cell_size
+        cy = self.y0 + (rep_rows + 0.5) * self.cell_size
+        lut = np.empty(n_components + 1, dtype=self._position_dtype())
         lut[0] = _BOUNDARY
         lut[1:] = self._query_exact(cx, cy)
         self.cells = lut[labels]
         self.n_components = int(n_components)
-        del labels, flat
-        self._build_candidates(keys)
 
-    def _build_candidates(self, keys: list[np.ndarray]) -> None:
-        """CSR lists (boundary cell → candidate region positions, ascending) from cell·n + region keys."""
-        if not self.disjoint or not keys:
-            self.boundary_cells = np.zeros(0, dtype=np.int64)
-            self.candidate_offsets = np.zeros(1, dtype=np.int64)
-            self.candidates = np.zeros(0, dtype=np.int32)
-            return
+    def _position_dtype(self) -> type:
+        # int16 halves the grid (and its cache misses) whenever positions fit.
+        return np.int16 if len(self.region_ids) < np.iinfo(np.int16).max else np.int32
+
+    def _candidate_lists(self, keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR lists from (cell · n + region) keys: sorted boundary cells, offsets, candidate regions
+        (ascending within a cell). Compact dtypes: the index is broadcast to every worker."""
+        if not keys:
+            return _NO_CANDIDATES
         unique = np.unique(np.concatenate(keys))
         cell, region = np.divmod(unique, len(self.geometries))
         starts = np.flatnonzero(np.diff(cell, prepend=-1))  # ``cell`` is sorted
-        boundary_cells = cell[starts]
-        # Compact dtypes: the index is broadcast to every worker.
-        self.boundary_cells = boundary_cells.astype(np.int32 if self.nx * self.ny < 2**31 else np.int64)
-        self.candidate_offsets = np.append(starts, len(unique)).astype(np.int64)
-        self.candidates = region.astype(self.cells.dtype)
+        cells = cell[starts].astype(np.int32 if self.nx * self.ny < 2**31 else np.int64)
+        offsets = np.append(starts, len(unique)).astype(np.int64)
+        return cells, offsets, region.astype(self._position_dtype())
 
     # ------------------------------------------------------------------ lookup
     def _query_candidates(self, flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Tree positions for points in boundary cells ``flat``: prepared point-in-polygon tests
-        against each cell's candidate list, smallest position wins (disjoint regions only)."""
+        """Tree positions for points in boundary cells ``flat`` (disjoint regions only): prepared
+        point-in-polygon tests against the cell's candidates in ascending order; the first hit is
+        the smallest position, so a point stops being tested once it has one."""
         which = np.searchsorted(self.boundary_cells, flat.astype(self.boundary_cells.dtype))
         start = self.candidate_offsets[which]
         count = self.candidate_offsets[which + 1] - start
-        point = np.repeat(np.arange(len(flat)), count)
-        offset = np.arange(len(point)) - np.repeat(np.cumsum(count) - count, count)
-        region = self.candidates[np.repeat(start, count) + offset]
-        hit = shapely.intersects_xy(self.geometries[region], x[point], y[point])
-        out = np.full(len(flat), np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(out, point[hit], region[hit])
-        out[out == np.iinfo(np.int64).max] = NO_REGION
+        out = np.full(len(flat), NO_REGION, dtype=np.int64)
+        pending = np.flatnonzero(count > 0)
+        rank = 0
+        while len(pending):
+            region = self.candidates[start[pending] + rank]
+            hit = shapely.intersects_xy(self.geometries[region], x[pending], y[pending])
+            out[pending[hit]] = region[hit]
+            rank += 1
+            pending = pending[~hit & (count[pending] > rank)]
         return out
 
     def _query_exact(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -219,7 +241,9 @@ class RegionPointIndex:
             fx = np.floor((x - self.x0) * self.inv_cell)
             fy = np.floor((y - self.y0) * self.inv_cell)
             on_grid = (fx >= 0) & (fx < self.nx) & (fy >= 0) & (fy < self.ny)  # NaN/inf compare False
-        flat = np.where(on_grid, fy * self.nx + fx, 0).astype(np.int64)
+            fy *= self.nx
+            fy += fx
+        flat = np.where(on_grid, fy, 0).astype(np.int64)
         out = self.cells.ravel()[flat].astype(np.int64)
         out[~on_grid] = NO_REGION
         exact = np.flatnonzero(out == _BOUNDARY)

@@ -129,7 +129,8 @@ def regions_from_geodataframe(gdf: gpd.GeoDataFrame, id_column: str, crs: str) -
     if gdf.crs is None:
         raise RegionsError("region polygons have no CRS: set one on the input (e.g. a .prj / GeoPackage SRS)")
     if id_column not in gdf.columns:
-        raise RegionsError(f"region polygons have no id column {id_column!r} (columns: {', '.join(map(str, gdf.columns))})")
+        columns = ", ".join(map(str, gdf.columns))
+        raise RegionsError(f"region polygons have no id column {id_column!r} (columns: {columns})")
     source = gdf[id_column]
     if source.isna().any():
         raise RegionsError(f"id column {id_column!r} has {int(source.isna().sum())} null value(s)")
