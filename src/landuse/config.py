@@ -123,6 +123,52 @@ class LabelsConfig:
 
 
 @dataclass(frozen=True)
+class FlowEmbeddingConfig:
+    """H_flow: weighted random walks on the OD graph -> skip-gram Word2Vec."""
+
+    source: Optional[str] = None  # trip source whose flows are walked; None: all sources summed
+    weight: Literal["daily_avg", "trips"] = "daily_avg"
+    walks_per_node: int = 10
+    walk_length: int = 40
+    p: float = 1.0  # return bias (node2vec); 1 = unbiased
+    q: float = 1.0  # in-out bias (node2vec); 1 = unbiased
+    dim: int = 64
+    window: int = 5
+    negative: int = 5
+    epochs: int = 5
+    workers: Optional[int] = None  # None: all cores; 1 + a fixed seed gives identical vectors
+
+    def _problems(self) -> list[tuple[str, str]]:
+        checks = {"walks_per_node": self.walks_per_node, "walk_length": self.walk_length, "dim": self.dim,
+                  "window": self.window, "epochs": self.epochs, "p": self.p, "q": self.q}
+        return [(k, "must be > 0") for k, v in checks.items() if v <= 0]
+
+
+@dataclass(frozen=True)
+class PoiEmbeddingConfig:
+    """H_poi: greedy POI tours per region -> Doc2Vec PV-DM."""
+
+    level: int = 1  # category level of the tokens (1 coarse .. 3 fine), falling back to coarser
+    min_pois: int = 10  # regions with fewer POIs are flagged (below_min_pois)
+    dim: int = 72
+    window: int = 5
+    epochs: int = 100
+    workers: Optional[int] = None
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems = [] if 1 <= self.level <= 3 else [("level", "must be 1, 2 or 3")]
+        return problems + [(k, "must be > 0") for k in ("dim", "window", "epochs") if getattr(self, k) <= 0]
+
+
+@dataclass(frozen=True)
+class EmbeddingsConfig:
+    """Region representations learned from flows and POIs."""
+
+    flow: FlowEmbeddingConfig = field(default_factory=FlowEmbeddingConfig)
+    poi: PoiEmbeddingConfig = field(default_factory=PoiEmbeddingConfig)
+
+
+@dataclass(frozen=True)
 class SparkConfig:
     """Spark session settings (see ``landuse.spark.session``)."""
 
@@ -164,6 +210,7 @@ class Config:
     regions: RegionsConfig = field(default_factory=RegionsConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
+    embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)

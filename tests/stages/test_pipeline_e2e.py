@@ -121,3 +121,15 @@ def test_nyc_manhattan_stages(spark, shared_data: Path, repo_root: Path, tmp_pat
         assert summary["trips_in"] == summary["trips_assigned"] + summary["trips_unassigned"]
     assert read_manifest(config.tables_dir / "poi_counts")["pois_assigned"] == 5103
     assert len(table(config, "regions")) == 180
+
+
+def test_embedding_tables_cover_every_region(synthetic_run) -> None:
+    _, config, _ = synthetic_run
+    regions = table(config, "regions")
+    for name, flag, dim in (("flow_embeddings", "has_flow", 64), ("poi_embeddings", "has_pois", 72)):
+        emb = table(config, name)
+        assert sorted(emb["region_id"]) == sorted(regions["region_id"])
+        assert all(len(v) == dim for v in emb["vector"])
+        assert emb[flag].mean() > 0.5
+        assert all(not np.any(v) for v in emb.loc[~emb[flag], "vector"])  # flagged rows: zero vectors
+        assert all(np.any(v) for v in emb.loc[emb[flag], "vector"])

@@ -24,10 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise_unknown(unknown[0], list(STAGES))
         results = run_pipeline(config, STAGES, force=args.force, only=only)
-        print(f"\n{'stage':<12} {'status':<10} {'seconds':>8}  output")
+        print(f"\n{'stage':<16} {'status':<10} {'seconds':>8}  output")
         for result in results:
             for path in result.outputs.values() or ["-"]:
-                print(f"{result.name:<12} {result.status:<10} {result.seconds:>8.1f}  {path}")
+                print(f"{result.name:<16} {result.status:<10} {result.seconds:>8.1f}  {path}")
         print(f"\nwork dir:     {config.work_dir.resolve()}")
         print(f"tables:       {config.tables_dir.resolve()}")
         print(f"MLflow store: {config.mlflow_uri}")

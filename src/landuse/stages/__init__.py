@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from landuse.runner import Stage
-from landuse.stages import flows, ingest, labels, pois, regions, synth
+from landuse.stages import embeddings, flows, ingest, labels, pois, regions, synth
 
 STAGES: dict[str, Stage] = {
-    module.STAGE.name: module.STAGE for module in (synth, regions, ingest, flows, pois, labels)
+    stage.name: stage
+    for stage in (
+        synth.STAGE, regions.STAGE, ingest.STAGE, flows.STAGE, pois.STAGE, labels.STAGE,
+        embeddings.FLOW_STAGE, embeddings.POI_STAGE,
+    )
 }

@@ -1,0 +1,8 @@
+"""spark-submit entry point: ``spark-submit jobs/flow_embeddings.py --config conf/X.yaml [key=value ...]``."""
+
+import sys
+
+from landuse.entrypoints.flow_embeddings import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
