@@ -272,13 +272,6 @@ def load_config(
     return config
 
 
-def parse_overrides(items: list[str]) -> list[str]:
-    """Validate ``key=value`` override syntax early (CLI argument parsing)."""
-    for item in items:
-        _parse_override(item)
-    return items
-
-
 def missing_inputs(config: Config, *, raise_error: bool = False, origin: str = "config") -> list[str]:
     """Input paths that do not exist, skipping those the synthetic stage will generate."""
     problems: list[str] = []

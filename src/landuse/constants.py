@@ -1,6 +1,6 @@
-"""Names shared across stages: land-use classes, CRSs, table and column names.
+"""Names shared across the package: land-use classes, CRSs, profiles, manifest files, env vars.
 
-Every stage refers to tables and columns through these constants so a rename happens in one place.
+Table and column names live in :mod:`landuse.spark.schemas`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ LANDUSE_CLASSES: tuple[str, ...] = (
 CRS_WGS84 = "EPSG:4326"
 CRS_SHENZHEN = "EPSG:32650"  # WGS 84 / UTM zone 50N
 CRS_LONDON = "EPSG:27700"  # OSGB36 / British National Grid
-CRS_WEB_MERCATOR = "EPSG:3857"
 
 # --- Synthetic profiles and scales ---
 PROFILES: tuple[str, ...] = ("shenzhen", "london")
@@ -30,13 +29,6 @@ SCALES: tuple[str, ...] = ("tiny", "small", "medium", "large")
 # --- Files written next to every table / dataset ---
 MANIFEST_FILE = "_manifest.json"  # leading underscore: Spark and pyarrow readers ignore it
 SYNTH_MANIFEST_FILE = "manifest.json"
-
-# --- Canonical column names ---
-COL_REGION_ID = "region_id"
-COL_GEOMETRY = "geometry"
-COL_LON = "lon"
-COL_LAT = "lat"
-COL_REASON = "reason"
 
 # --- Environment variables ---
 ENV_SEDONA_JARS = "SEDONA_JARS"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from landuse.config import ConfigError
 from landuse.entrypoints.common import add_config_args, guarded, load_from_args
 
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         only = [s.strip() for s in args.stages.split(",")] if args.stages else None
         unknown = sorted(set(only or []) - set(STAGES))
         if unknown:
-            raise_unknown(unknown[0], list(STAGES))
+            raise ConfigError(f"--stages: unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
         results = run_pipeline(config, STAGES, force=args.force, only=only)
         print(f"\n{'stage':<16} {'status':<10} {'seconds':>8}  output")
         for result in results:
@@ -35,9 +36,3 @@ def main(argv: list[str] | None = None) -> int:
 
     return guarded(body)
 
-
-def raise_unknown(name: str, choices: list[str]) -> None:
-    """One-line error for an unknown stage name."""
-    from landuse.config import ConfigError
-
-    raise ConfigError(f"--stages: unknown stage {name!r} (stages: {', '.join(choices)})")

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from landuse.constants import COL_REGION_ID
 from landuse.features.walks import PAD, FlowGraph
+from landuse.spark.schemas import REGION_ID
 
 COL_VECTOR = "vector"
 COL_HAS_FLOW = "has_flow"
@@ -86,7 +86,7 @@ def train_flow_embeddings(
     keys = np.array([int(k) for k in model.wv.index_to_key], dtype=np.int64)
     vectors = model.wv.vectors.astype(np.float32)
     order = np.argsort(keys, kind="stable")
-    return pd.DataFrame({COL_REGION_ID: keys[order], COL_VECTOR: list(vectors[order])})
+    return pd.DataFrame({REGION_ID: keys[order], COL_VECTOR: list(vectors[order])})
 
 
 def flow_embedding_table(graph: FlowGraph, embeddings: pd.DataFrame) -> pd.DataFrame:
@@ -98,7 +98,7 @@ def flow_embedding_table(graph: FlowGraph, embeddings: pd.DataFrame) -> pd.DataF
     Embedding rows for ids outside the graph raise ``ValueError``.
     """
     ids = graph.node_ids
-    emb_ids = embeddings[COL_REGION_ID].to_numpy(dtype=np.int64)
+    emb_ids = embeddings[REGION_ID].to_numpy(dtype=np.int64)
     outside = np.setdiff1d(emb_ids, ids)
     if outside.size:
         raise ValueError(f"{outside.size} embedded ids are not graph nodes, e.g. {outside[:5].tolist()}")
@@ -112,4 +112,4 @@ def flow_embedding_table(graph: FlowGraph, embeddings: pd.DataFrame) -> pd.DataF
     in_degree = np.bincount(graph.indices, minlength=ids.size)
     has &= (graph.out_degree > 0) | (in_degree > 0)
     matrix[~has] = 0.0
-    return pd.DataFrame({COL_REGION_ID: ids, COL_VECTOR: list(matrix), COL_HAS_FLOW: has})
+    return pd.DataFrame({REGION_ID: ids, COL_VECTOR: list(matrix), COL_HAS_FLOW: has})

@@ -67,6 +67,6 @@ def read_geoparquet(config: Config, name: str, producer: str) -> "gpd.GeoDataFra
     return gpd.read_parquet(require_table(config, name, producer) / PART)
 
 
-def read_pandas(config: Config, name: str, producer: str) -> pd.DataFrame:
-    """A small table into pandas (only for driver-sized tables: regions, edges, labels)."""
-    return pq.read_table(require_table(config, name, producer)).to_pandas()
+def read_pandas(config: Config, name: str, producer: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A small table (or some of its columns) into pandas; only for driver-sized tables."""
+    return pq.read_table(require_table(config, name, producer), columns=columns).to_pandas()

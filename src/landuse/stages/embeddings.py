@@ -31,7 +31,7 @@ T_POI_EMBEDDINGS = "poi_embeddings"
 
 def region_ids(ctx: StageContext) -> np.ndarray:
     """All region ids (the rows every embedding table must have)."""
-    return read_pandas(ctx.config, T_REGIONS, "regions")[REGION_ID].to_numpy(dtype=np.int64)
+    return read_pandas(ctx.config, T_REGIONS, "regions", columns=[REGION_ID])[REGION_ID].to_numpy(dtype=np.int64)
 
 
 def run_flow(ctx: StageContext) -> None:
