@@ -160,12 +160,73 @@ class PoiEmbeddingConfig:
         return problems + [(k, "must be > 0") for k in ("dim", "window", "epochs") if getattr(self, k) <= 0]
 
 
+SPECTRAL_INDICES: tuple[str, ...] = ("ndvi", "ndbi", "mndwi")
+
+
+@dataclass(frozen=True)
+class ImageEmbeddingConfig:
+    """H_img (statistical): masked per-region band statistics and spectral indices; image patches.
+
+    The raster and its band map come from ``inputs.imagery`` (adapter ``landsat8_oli``,
+    ``landsat7_etm`` or ``raster`` with ``options.band_map``).
+    """
+
+    percentiles: tuple[float, ...] = (10.0, 50.0, 90.0)
+    indices: tuple[str, ...] = SPECTRAL_INDICES  # any of ndvi, ndbi, mndwi; [] for single-band rasters
+    apply_scale: bool = True  # apply the raster's per-band scale/offset (e.g. Landsat C2 L2 -> reflectance)
+    all_touched: bool = False  # pixel-in-polygon rule: False = pixel centre inside, True = any overlap
+    patches: bool = True  # also cut fixed-size multi-band tiles per region (image_patches table)
+    patch_size: int = 16  # pixels per side
+    patch_stride: Optional[int] = None  # pixels between tile origins; None = patch_size (no overlap)
+    partitions: Optional[int] = None  # Spark partitions of the per-region work; None = spark.shuffle_partitions
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems = [("percentiles", "each must be in 0..100") for p in self.percentiles if not 0 <= p <= 100][:1]
+        problems += [("indices", f"unknown index {i!r} (choose from {', '.join(SPECTRAL_INDICES)})")
+                     for i in self.indices if i not in SPECTRAL_INDICES][:1]
+        if self.patch_size <= 0:
+            problems.append(("patch_size", "must be > 0"))
+        if self.patch_stride is not None and self.patch_stride <= 0:
+            problems.append(("patch_stride", "must be > 0"))
+        return problems
+
+
+@dataclass(frozen=True)
+class GeoEmbeddingConfig:
+    """H_geo: multi-scale sinusoidal encoding of the projected centroid, normalised to the study extent."""
+
+    # wavelengths as fractions of the extent's longer side: sin/cos of x and y at each
+    scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)
+    include_xy: bool = True  # also the normalised x, y in [0, 1]
+
+    def _problems(self) -> list[tuple[str, str]]:
+        return [("scales", "need at least one scale, each > 0")] if not self.scales or min(self.scales) <= 0 else []
+
+
 @dataclass(frozen=True)
 class EmbeddingsConfig:
-    """Region representations learned from flows and POIs."""
+    """Region representations: flows, POIs, imagery, location."""
 
     flow: FlowEmbeddingConfig = field(default_factory=FlowEmbeddingConfig)
     poi: PoiEmbeddingConfig = field(default_factory=PoiEmbeddingConfig)
+    image: ImageEmbeddingConfig = field(default_factory=ImageEmbeddingConfig)
+    geo: GeoEmbeddingConfig = field(default_factory=GeoEmbeddingConfig)
+
+
+@dataclass(frozen=True)
+class AssembleConfig:
+    """The Petastorm-ready training tables: node_features shards and edges_flow."""
+
+    row_group_rows: int = 4096  # rows per Parquet row group (Petastorm reads row group by row group)
+    shard_rows: int = 65536  # rows per Parquet file
+    flow_source: Optional[str] = None  # trip source of edges_flow; None = all sources summed
+    flow_weight: Literal["daily_avg", "trips"] = "daily_avg"
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems = [(k, "must be > 0") for k in ("row_group_rows", "shard_rows") if getattr(self, k) <= 0]
+        if not problems and self.shard_rows < self.row_group_rows:
+            problems.append(("shard_rows", "must be >= row_group_rows"))
+        return problems
 
 
 @dataclass(frozen=True)
@@ -211,6 +272,7 @@ class Config:
     flows: FlowsConfig = field(default_factory=FlowsConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
+    assemble: AssembleConfig = field(default_factory=AssembleConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
