@@ -35,17 +35,29 @@ def _synth(argv: list[str]) -> int:
     return guarded(body)
 
 
+# Steps that are not table-producing pipeline stages: training experiments and prediction.
+TASKS = {
+    "train": "train training.variant over K splits; MLflow run, registered model (champion if better)",
+    "ablation": "the 14-variant thesis ablation table (CSV + Markdown), tracked in MLflow",
+    "fusion": "the fusion ablation M_P, M_PI, M_PIG, M_PIGF, tracked in MLflow",
+    "predict": "per-region predicted distributions, dominant class, entropy (--model URI)",
+}
+
+
 def _run(argv: list[str]) -> int:
     from landuse.stages import STAGES
 
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: landuse run STAGE --config conf/X.yaml [--force] [key=value ...]\n\nstages:")
         for name, stage in STAGES.items():
-            print(f"  {name:<14} {stage.description}")
+            print(f"  {name:<16} {stage.description}")
+        print("\ntraining and prediction:")
+        for name, text in TASKS.items():
+            print(f"  {name:<16} {text}")
         return 0 if argv else 2
     name = argv[0]
-    if name not in STAGES:
-        print(f"error: unknown stage {name!r} (stages: {', '.join(STAGES)})", file=sys.stderr)
+    if name not in STAGES and name not in TASKS:
+        print(f"error: unknown stage {name!r} (stages: {', '.join([*STAGES, *TASKS])})", file=sys.stderr)
         return 2
     module = importlib.import_module(f"landuse.entrypoints.{name.replace('-', '_')}")
     return int(module.main(argv[1:]))

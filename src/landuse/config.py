@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
 
-from landuse.constants import LANDUSE_CLASSES
+from landuse.constants import HGCN, HGCN_VARIANTS, LANDUSE_CLASSES, MODALITY_CODES
 
 
 def _frozen_empty() -> Mapping[str, Any]:
@@ -196,7 +196,7 @@ class GeoEmbeddingConfig:
     """H_geo: multi-scale sinusoidal encoding of the projected centroid, normalised to the study extent."""
 
     # wavelengths as fractions of the extent's longer side: sin/cos of x and y at each
-    scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)
+    scales: tuple[float, ...] = (2.0, 1.0, 0.5, 0.25, 0.125, 0.0625)  # the longest > 1: no wrap-around
     include_xy: bool = True  # also the normalised x, y in [0, 1]
 
     def _problems(self) -> list[tuple[str, str]]:
@@ -226,6 +226,50 @@ class AssembleConfig:
         problems = [(k, "must be > 0") for k in ("row_group_rows", "shard_rows") if getattr(self, k) <= 0]
         if not problems and self.shard_rows < self.row_group_rows:
             problems.append(("shard_rows", "must be >= row_group_rows"))
+        return problems
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """HGCN training and the evaluation protocol (DESIGN.md §2)."""
+
+    variant: str = HGCN  # one of the 14 thesis variants; Adj-Tri-GCN = HGCN
+    features: tuple[str, ...] = ("poi",)  # node-feature modalities: poi, image, geo, flow
+    epochs: int = 400
+    lr: float = 0.005
+    weight_decay: float = 5e-4
+    dropout: float = 0.0
+    splits: int = 30  # repeated random (or blocked) splits; results are mean +- std over them
+    train_fraction: float = 0.6
+    val_fraction: float = 0.1  # test = the rest
+    split: Literal["random", "blocked"] = "random"
+    block_m: float = 1000.0  # block side for split=blocked (against spatial leakage)
+    selection: Literal["validation", "test"] = "validation"  # test = the paper's rule (optimistic)
+    standardize: bool = True  # z-score features with train-node statistics
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    progress: bool = True  # progress bars
+    variants: tuple[str, ...] = HGCN_VARIANTS  # the ablation runner's variants
+    fusion: tuple[str, ...] = ("P", "PI", "PIG", "PIGF")  # the fusion ablation's feature sets
+    registered_model: str = "landuse-hgcn"  # MLflow registry name; alias `champion`
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        bad = [v for v in (self.variant, *self.variants) if v not in HGCN_VARIANTS]
+        if bad:
+            problems.append(("variant" if bad[0] == self.variant else "variants",
+                             f"unknown variant {bad[0]!r} (choose from {', '.join(HGCN_VARIANTS)})"))
+        names = set(MODALITY_CODES.values())
+        if not self.features or any(f not in names for f in self.features):
+            problems.append(("features", f"expected a non-empty list of {', '.join(sorted(names))}"))
+        if any(not code or set(code) - set(MODALITY_CODES) for code in self.fusion):
+            problems.append(("fusion", f"each set is letters of {''.join(MODALITY_CODES)}, e.g. PIG"))
+        if not (0 < self.train_fraction < 1 and 0 <= self.val_fraction < 1 and self.train_fraction + self.val_fraction < 1):
+            problems.append(("train_fraction", "need 0 < train, 0 <= val and train + val < 1 (test = rest)"))
+        if self.selection == "validation" and self.val_fraction == 0:
+            problems.append(("val_fraction", "must be > 0 with selection: validation"))
+        problems += [(k, "must be > 0") for k in ("epochs", "splits", "lr", "block_m") if getattr(self, k) <= 0]
+        if not 0 <= self.dropout < 1:
+            problems.append(("dropout", "must be in [0, 1)"))
         return problems
 
 
@@ -273,6 +317,7 @@ class Config:
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
     assemble: AssembleConfig = field(default_factory=AssembleConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)

@@ -17,6 +17,15 @@ LANDUSE_CLASSES: tuple[str, ...] = (
     "non_construction",
 )
 
+# --- HGCN ablation variants (thesis table order); Adj-Tri-GCN is HGCN ---
+HGCN_VARIANTS: tuple[str, ...] = (
+    "None", "GCN_adj", "GCN_dd", "GCN_avg", "GCN_in", "GCN_out", "Bi-GCN_avg", "Bi-GCN_in", "Bi-GCN_out",
+    "Tri-GCN", "Adj-Bi-GCN_avg", "Adj-Bi-GCN_in", "Adj-Bi-GCN_out", "Adj-Tri-GCN",
+)
+HGCN = "Adj-Tri-GCN"
+# Node-feature modalities and their one-letter codes in the fusion ablation (M_P, M_PI, M_PIG, M_PIGF)
+MODALITY_CODES: dict[str, str] = {"P": "poi", "I": "image", "G": "geo", "F": "flow"}
+
 # --- Coordinate reference systems ---
 CRS_WGS84 = "EPSG:4326"
 CRS_SHENZHEN = "EPSG:32650"  # WGS 84 / UTM zone 50N

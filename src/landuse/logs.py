@@ -17,5 +17,5 @@ def setup_logging(level: str = "INFO") -> None:
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
         root.addHandler(handler)
         root.propagate = False
-    for noisy in ("py4j", "pyspark", "fiona", "rasterio", "numexpr"):
+    for noisy in ("py4j", "pyspark", "fiona", "rasterio", "numexpr", "petastorm", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -97,6 +97,8 @@ def stage_fingerprint(stage: Stage, config: Config, registry: Mapping[str, Stage
         inputs[str(path)] = cache.path_hash(Path(path))
     upstream = {}
     for name in stage.upstream:
+        if not registry[name].enabled(config):
+            continue  # a disabled upstream stage (e.g. no imagery input) contributes nothing
         for out_name, out_path in output_paths(registry[name], config).items():
             manifest = read_manifest(out_path)
             if manifest is None:

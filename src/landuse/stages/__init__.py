@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from landuse.runner import Stage
-from landuse.stages import embeddings, flows, ingest, labels, pois, regions, synth
+from landuse.stages import assemble, embeddings, flows, imagery, ingest, labels, pois, regions, synth
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         synth.STAGE, regions.STAGE, ingest.STAGE, flows.STAGE, pois.STAGE, labels.STAGE,
-        embeddings.FLOW_STAGE, embeddings.POI_STAGE,
+        embeddings.FLOW_STAGE, embeddings.POI_STAGE, imagery.IMAGERY_STAGE, imagery.LOCATION_STAGE,
+        assemble.STAGE,
     )
 }

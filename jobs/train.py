@@ -1,0 +1,8 @@
+"""spark-submit entry point: ``spark-submit jobs/train.py --config conf/X.yaml [key=value ...]``."""
+
+import sys
+
+from landuse.entrypoints.train import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Training tables: Parquet/Petastorm writers and readers, graph operators, splits."""

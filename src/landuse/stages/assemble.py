@@ -1,0 +1,86 @@
+"""Stage ``assemble``: the Petastorm-ready training tables the trainer reads.
+
+* ``node_features`` — one row per region, sorted by region id (row i = graph node i), in Parquet
+  shards of ``assemble.shard_rows`` rows and row groups of ``assemble.row_group_rows``: region_id,
+  one fixed-length float vector per available modality (h_poi, h_img, h_geo, h_flow) with its flag
+  (has_pois, has_image, has_geo, has_flow), the label distribution ``y``, ``coverage`` and
+  ``has_label``. Numeric scalar and array columns only, as Petastorm's ``make_batch_reader`` needs.
+* ``edges_flow`` — (o_region, d_region, weight) summed over ``assemble.flow_source`` (or all sources).
+
+``edges_adjacency`` and ``edges_distance_decay`` come from the ``regions`` stage. The manifest of
+``node_features`` records the dims, counts and class names (see ``landuse.data.tables.node_manifest``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from landuse.config import Config, ConfigError
+from landuse.runner import Stage, StageContext
+from landuse.spark.io import read_pandas, read_table, table_path, write_spark
+from landuse.spark.schemas import REGION_ID, T_FLOWS, T_LABELS, T_REGIONS
+from landuse.stages.embeddings import FLOW_STAGE, POI_STAGE, T_FLOW_EMBEDDINGS, T_POI_EMBEDDINGS
+from landuse.stages.imagery import IMAGERY_STAGE, LOCATION_STAGE, T_GEO_FEATURES, T_IMAGE_FEATURES
+
+log = logging.getLogger(__name__)
+T_NODE_FEATURES = "node_features"
+T_EDGES_FLOW = "edges_flow"
+
+# modality -> (stage that makes it, its table, its flag column)
+MODALITY_SOURCES = {
+    "poi": (POI_STAGE, T_POI_EMBEDDINGS, "has_pois"),
+    "image": (IMAGERY_STAGE, T_IMAGE_FEATURES, "has_image"),
+    "geo": (LOCATION_STAGE, T_GEO_FEATURES, "has_geo"),
+    "flow": (FLOW_STAGE, T_FLOW_EMBEDDINGS, "has_flow"),
+}
+
+
+def run(ctx: StageContext) -> None:
+    """Join every enabled modality and the labels per region; sum flows into edges_flow."""
+    from landuse.data.tables import assemble_node_features, flow_edges, node_manifest, write_shards
+
+    config = ctx.config
+    ids = read_pandas(config, T_REGIONS, "regions", columns=[REGION_ID])[REGION_ID].to_numpy(np.int64)
+    modalities: dict[str, pd.DataFrame] = {}
+    for name, (stage, table, flag) in MODALITY_SOURCES.items():
+        if stage.enabled(config):
+            modalities[name] = read_pandas(config, table, stage.name, columns=[REGION_ID, "vector", flag])
+    labels = read_pandas(config, T_LABELS, "labels") if config.inputs.landuse is not None else None
+    classes = list(config.labels.classes)
+    try:
+        table = assemble_node_features(ids, modalities, labels, classes)
+    except ValueError as exc:
+        raise ConfigError(f"assemble: {exc}") from None
+    cfg = config.assemble
+    files = write_shards(table, ctx.out(T_NODE_FEATURES), cfg.row_group_rows, cfg.shard_rows)
+    summary = node_manifest(table, classes)
+    if config.inputs.trips:
+        edges = flow_edges(read_table(ctx.spark, config, T_FLOWS, "flows"), cfg.flow_source, cfg.flow_weight)
+        write_spark(edges, ctx.out(T_EDGES_FLOW), partitions=1)
+        n_edges = ctx.spark.read.parquet(str(ctx.out(T_EDGES_FLOW))).count()
+        if n_edges == 0 and cfg.flow_source is not None:
+            raise ConfigError(f"assemble.flow_source: no flows for source {cfg.flow_source!r} in {table_path(config, T_FLOWS)}")
+        summary["flow_edges"] = n_edges
+    ctx.summary.update(summary, shards=len(files))
+    log.info("assemble: %d regions, modalities %s, %d shards", table.num_rows, ", ".join(modalities) or "none", len(files))
+
+
+def outputs(config: Config) -> dict:
+    """node_features, plus edges_flow when there are trips."""
+    out = {T_NODE_FEATURES: table_path(config, T_NODE_FEATURES)}
+    if config.inputs.trips:
+        out[T_EDGES_FLOW] = table_path(config, T_EDGES_FLOW)
+    return out
+
+
+STAGE = Stage(
+    name="assemble",
+    description="Petastorm-ready training tables: node_features shards (all modalities + labels), edges_flow",
+    run=run,
+    outputs=outputs,
+    config_keys=("labels", "assemble"),
+    upstream=("regions", "flows", "labels", "poi-embeddings", "flow-embeddings", "imagery", "location"),
+)

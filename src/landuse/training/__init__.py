@@ -1,0 +1,1 @@
+"""Training: loss and metrics, splits, the evaluation protocol and MLflow tracking."""

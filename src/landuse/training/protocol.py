@@ -1,0 +1,199 @@
+"""Training loop and evaluation protocol: K splits, epoch selection, mean ± std over splits.
+
+Full-batch transductive training (DESIGN.md §2): every node is in the graph, the KL loss is
+masked to the training nodes. Per split, the epoch is chosen on validation KL by default;
+``selection: test`` reproduces the paper's rule (the epoch with the lowest *test* KL), which is
+optimistic and labelled so in every report.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from landuse.config import ConfigError, TrainingConfig
+from landuse.data.reader import GraphData
+from landuse.models.hgcn import HEADS, HGCN
+from landuse.training.metrics import evaluate, kl_loss
+from landuse.training.splits import blocked_splits, random_splits
+
+log = logging.getLogger(__name__)
+METRICS = ("kl", "l1_mean", "l1_sum", "cosine")
+
+# operator name -> edge table it is built from (see landuse.data.reader.EDGE_TABLES)
+OPERATOR_EDGES = {"adj": "adjacency", "dd": "distance_decay", "in": "flow", "out": "flow", "avg": "flow"}
+
+
+def pick_device(choice: str = "auto") -> torch.device:
+    """``cuda`` when asked for or available (auto), else CPU."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device: cuda requested but no CUDA device is available")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def feature_matrix(graph: GraphData, modalities: Iterable[str]) -> torch.Tensor:
+    """The node features of the chosen modalities side by side: [N, sum of dims]."""
+    parts = []
+    for name in modalities:
+        if name not in graph.features:
+            raise ConfigError(
+                f"training.features: modality {name!r} is not in node_features "
+                f"(available: {', '.join(graph.features) or 'none'}); enable its input and rerun `landuse run assemble`"
+            )
+        parts.append(graph.features[name].float())
+    return torch.cat(parts, dim=1)
+
+
+def needed_operators(variants: Iterable[str]) -> set[str]:
+    """Operators (adj, dd, in, out, avg) the given variants use."""
+    return {head for v in variants for head in HEADS[v] if head != "self"}
+
+
+def build_operators(graph: GraphData, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Sparse [N, N] operators from the graph's edge tables (DESIGN.md §2)."""
+    from landuse.data.operators import adjacency_operator, avg_flow_operator, distance_decay_operator, flow_operators
+
+    names = set(names)
+    n = graph.num_nodes
+    for name in names:
+        if OPERATOR_EDGES[name] not in graph.edges:
+            raise ConfigError(f"training: operator {name!r} needs the {OPERATOR_EDGES[name]} edges, which are not loaded")
+    ops: dict[str, torch.Tensor] = {}
+    if "adj" in names:
+        ops["adj"] = adjacency_operator(graph.edges["adjacency"][0], n)
+    if "dd" in names:
+        index, weight = graph.edges["distance_decay"]
+        ops["dd"] = distance_decay_operator(index, weight, n)
+    if names & {"in", "out", "avg"}:
+        index, weight = graph.edges["flow"]
+        out_op, in_op = flow_operators(index, weight, n)
+        ops.update({"out": out_op, "in": in_op})
+        if "avg" in names:
+            ops["avg"] = avg_flow_operator(out_op, in_op)
+    return {k: v for k, v in ops.items() if k in names}
+
+
+def make_splits(graph: GraphData, cfg: TrainingConfig, seed: int, xy: np.ndarray | None = None) -> list[tuple[np.ndarray, ...]]:
+    """K (train, val, test) node-index splits over the labelled nodes."""
+    labelled = np.flatnonzero(graph.has_label.numpy())
+    if len(labelled) < 10:
+        raise ConfigError(f"training: only {len(labelled)} labelled regions; need at least 10 to split")
+    if cfg.split == "blocked":
+        if xy is None:
+            raise ConfigError("training.split: blocked needs region centroids")
+        return blocked_splits(labelled, xy[labelled], cfg.block_m, cfg.splits, cfg.train_fraction, cfg.val_fraction, seed)
+    return random_splits(labelled, cfg.splits, cfg.train_fraction, cfg.val_fraction, seed)
+
+
+@dataclass
+class SplitRun:
+    """One split's outcome: the selected epoch, metrics there, curves, and the model state."""
+
+    split: int
+    best_epoch: int
+    metrics: dict[str, dict[str, float]]  # "train" / "val" / "test" -> metric -> value
+    curves: dict[str, np.ndarray]  # "train_kl" / "val_kl" / "test_kl" -> [epochs]
+    state: dict[str, torch.Tensor] = field(repr=False)
+    mean: torch.Tensor = field(repr=False)  # standardisation statistics (train nodes)
+    std: torch.Tensor = field(repr=False)
+    probs: np.ndarray = field(repr=False)  # [N, C] predicted distribution at the selected epoch
+    indices: dict[str, np.ndarray] = field(repr=False)
+
+
+def standardise(x: torch.Tensor, train: torch.Tensor, enabled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of the training nodes' features (std 0 -> 1); identity when disabled."""
+    if not enabled:
+        return torch.zeros(x.shape[1], dtype=x.dtype), torch.ones(x.shape[1], dtype=x.dtype)
+    mean = x[train].mean(0)
+    std = x[train].std(0, unbiased=False)
+    return mean, torch.where(std > 1e-12, std, torch.ones_like(std))
+
+
+def train_split(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    operators: dict[str, torch.Tensor],
+    variant: str,
+    split: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cfg: TrainingConfig,
+    seed: int,
+    device: torch.device,
+    index: int = 0,
+) -> SplitRun:
+    """Train one model on one split; keep the epoch chosen by ``cfg.selection``."""
+    torch.manual_seed(seed)
+    train, val, test = (torch.as_tensor(s, dtype=torch.long, device=device) for s in split)
+    mean, std = standardise(x, train.cpu(), cfg.standardize)
+    xs = ((x - mean) / std).to(device)
+    y = y.to(device)
+    ops = {k: v.to(device) for k, v in operators.items()}
+    model = HGCN(x.shape[1], y.shape[1], variant=variant, dropout=cfg.dropout).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    pick = val if cfg.selection == "validation" else test
+    curves = {k: np.empty(cfg.epochs) for k in ("train_kl", "val_kl", "test_kl")}
+    best = (math.inf, -1)
+    best_state: dict[str, torch.Tensor] = {}
+    best_logits = None
+    for epoch in range(cfg.epochs):
+        model.train()
+        optimiser.zero_grad()
+        loss = kl_loss(model(xs, ops)[train], y[train])
+        loss.backward()
+        optimiser.step()
+        model.eval()
+        with torch.no_grad():
+            logits = model(xs, ops)
+            kls = [kl_loss(logits[s], y[s]).item() if len(s) else math.nan for s in (train, val, test)]
+        curves["train_kl"][epoch], curves["val_kl"][epoch], curves["test_kl"][epoch] = kls
+        score = kl_loss(logits[pick], y[pick]).item()
+        if score < best[0]:
+            best = (score, epoch)
+            best_state = copy.deepcopy(model.state_dict())
+            best_logits = logits
+    assert best_logits is not None
+    metrics = {name: evaluate(best_logits[s], y[s]) for name, s in (("train", train), ("val", val), ("test", test)) if len(s)}
+    return SplitRun(
+        split=index, best_epoch=best[1], metrics=metrics, curves=curves,
+        state={k: v.cpu() for k, v in best_state.items()}, mean=mean, std=std,
+        probs=torch.softmax(best_logits, -1).cpu().numpy(),
+        indices={"train": split[0], "val": split[1], "test": split[2]},
+    )
+
+
+def run_protocol(
+    graph: GraphData,
+    variant: str,
+    modalities: Iterable[str],
+    cfg: TrainingConfig,
+    seed: int,
+    xy: np.ndarray | None = None,
+    progress: Any = None,
+) -> list[SplitRun]:
+    """Train ``variant`` on every split; ``progress`` (a tqdm bar) is advanced once per split."""
+    device = pick_device(cfg.device)
+    x = feature_matrix(graph, modalities)
+    operators = build_operators(graph, needed_operators([variant]))
+    runs = []
+    for i, split in enumerate(make_splits(graph, cfg, seed, xy)):
+        runs.append(train_split(x, graph.y, operators, variant, split, cfg, seed + i, device, index=i))
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(variant=variant, test_kl=f"{runs[-1].metrics['test']['kl']:.4f}")
+    return runs
+
+
+def summarise(runs: list[SplitRun], part: str = "test") -> dict[str, tuple[float, float]]:
+    """metric -> (mean, std) over splits for one part (train / val / test)."""
+    out = {}
+    for metric in METRICS:
+        values = np.array([r.metrics[part][metric] for r in runs if part in r.metrics])
+        out[metric] = (float(values.mean()), float(values.std())) if len(values) else (math.nan, math.nan)
+    return out
