@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from landuse.config import load_config
+from landuse.data.reader import load_graph
 from landuse.constants import LANDUSE_CLASSES
 from landuse.manifest import read_manifest
 from landuse.runner import run_pipeline
@@ -121,15 +122,121 @@ def test_nyc_manhattan_stages(spark, shared_data: Path, repo_root: Path, tmp_pat
         assert summary["trips_in"] == summary["trips_assigned"] + summary["trips_unassigned"]
     assert read_manifest(config.tables_dir / "poi_counts")["pois_assigned"] == 5103
     assert len(table(config, "regions")) == 180
+    # H_img from the single-band temperature raster: it covers 117 regions fully (data README)
+    image = table(config, "image_features")
+    assert len(image) == 180 and all(len(v) == 5 for v in image["vector"])  # lst: mean, std, p10, p50, p90
+    assert (image["coverage"] > 0.99).sum() >= 117
+    means = np.array([v[0] for v in image.loc[image["has_image"], "vector"]])
+    assert 20 < means.min() and means.max() < 50  # degrees Celsius on a July afternoon
+    graph = load_graph(config.tables_dir, classes=classes)
+    assert graph.num_nodes == 180 and set(graph.features) == {"poi", "image", "geo", "flow"}
+    assert int(graph.has_label.sum()) == 180 and set(graph.edges) == {"adjacency", "flow", "distance_decay"}
+    flow_manifest = read_manifest(config.tables_dir / "edges_flow")
+    assert flow_manifest["flow_edges"] == len(table(config, "edges_flow"))  # taxi_od cells only
 
 
 def test_embedding_tables_cover_every_region(synthetic_run) -> None:
     _, config, _ = synthetic_run
     regions = table(config, "regions")
-    for name, flag, dim in (("flow_embeddings", "has_flow", 64), ("poi_embeddings", "has_pois", 72)):
+    for name, flag, dim in (("flow_embeddings", "has_flow", 64), ("poi_embeddings", "has_pois", 72),
+                            ("image_features", "has_image", 50), ("geo_features", "has_geo", 26)):
         emb = table(config, name)
         assert sorted(emb["region_id"]) == sorted(regions["region_id"])
         assert all(len(v) == dim for v in emb["vector"])
         assert emb[flag].mean() > 0.5
         assert all(not np.any(v) for v in emb.loc[~emb[flag], "vector"])  # flagged rows: zero vectors
         assert all(np.any(v) for v in emb.loc[emb[flag], "vector"])
+
+
+def test_node_features_match_source_tables(synthetic_run) -> None:
+    _, config, _ = synthetic_run
+    graph = load_graph(config.tables_dir, classes=list(LANDUSE_CLASSES))
+    regions = table(config, "regions").sort_values("region_id")
+    assert graph.region_ids.tolist() == regions["region_id"].tolist()
+    labels = table(config, "labels").set_index("region_id").loc[regions["region_id"]]
+    np.testing.assert_allclose(graph.y.numpy(), labels[list(LANDUSE_CLASSES)].to_numpy(), atol=1e-6)
+    assert graph.has_label.tolist() == (labels["coverage"] > 0).tolist()
+    image = table(config, "image_features").set_index("region_id").loc[regions["region_id"]]
+    np.testing.assert_array_equal(graph.features["image"].numpy(), np.vstack(image["vector"]))
+    adjacency = table(config, "edges_adjacency")
+    assert graph.edges["adjacency"][0].shape[1] == len(adjacency)
+    manifest = read_manifest(config.tables_dir / "node_features")
+    assert manifest["classes"] == list(LANDUSE_CLASSES) and manifest["modalities"]["geo"]["dim"] == 26
+
+
+FRESH_PROCESS_CHECK = """
+import json, sys, mlflow, torch
+from landuse.data.reader import load_graph
+from landuse.training.metrics import kl_loss
+from landuse.training.protocol import feature_matrix
+uri, tables, name = sys.argv[1], sys.argv[2], sys.argv[3]
+mlflow.set_tracking_uri(uri); mlflow.set_registry_uri(uri)
+model = mlflow.pytorch.load_model(f"models:/{name}@champion")
+version = mlflow.MlflowClient().get_model_version_by_alias(name, "champion")
+meta = mlflow.models.get_model_info(f"models:/{name}@champion").metadata
+split = mlflow.artifacts.load_dict(f"runs:/{version.tags['run_id']}/model_split.json")
+graph = load_graph(tables, classes=meta["classes"], edges=())
+with torch.no_grad():
+    logits = model(feature_matrix(graph, meta["features"]))
+val = torch.as_tensor(split["val"])
+print(json.dumps({"kl": kl_loss(logits[val], graph.y[val]).item(), "logged": float(version.tags["val_kl"])}))
+"""
+
+
+def test_training_tracking_registry_predict(synthetic_run, repo_root: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from landuse.entrypoints.predict import main as predict_main
+    from landuse.training.experiments import run_experiment
+
+    profile, base, _ = synthetic_run
+    overrides = [f"work_dir={base.work_dir}", "synth.scale=tiny", "spark.shuffle_partitions=2", "training.splits=2",
+                 "training.epochs=40", "training.progress=false", "training.variants=[None,GCN_adj,Adj-Tri-GCN]",
+                 "training.features=[poi,image,geo]"]
+    config = load_config(repo_root / f"conf/synthetic_{profile}.yaml", overrides)
+    frame, md_path, model = run_experiment(config, "ablation")
+    assert frame["variant"].tolist() == ["None", "GCN_adj", "Adj-Tri-GCN"]
+    assert sorted(frame["rank"]) == [1, 2, 3] and (frame["splits"] == 2).all()
+    assert (frame["kl"] > 0).all() and ((frame["cosine"] > 0) & (frame["cosine"] <= 1)).all()
+    assert "| Adj-Tri-GCN |" in md_path.read_text()
+    per_class = pd.read_csv(md_path.parent / "per_class_errors.csv")
+    assert per_class["class"].tolist() == list(LANDUSE_CLASSES)
+    assert model["champion"] and model["version"] == "1"
+
+    # MLflow: one parent run, one nested run per variant, the model registered under the alias
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(config.mlflow.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 3
+    assert parents[0].data.params["training.epochs"] == "40"
+    hgcn = next(r for r in children if r.data.tags["variant"] == "Adj-Tri-GCN")
+    assert len(client.get_metric_history(hgcn.info.run_id, "mean_val_kl")) == 40
+
+    # the registered model in a fresh process reproduces the logged validation KL
+    out = subprocess.run([sys.executable, "-c", FRESH_PROCESS_CHECK, config.mlflow_uri, str(config.tables_dir),
+                          config.training.registered_model], capture_output=True, text=True, check=True)
+    check = json.loads(out.stdout.strip().splitlines()[-1])
+    assert abs(check["kl"] - check["logged"]) <= 1e-5
+
+    # a worse model is registered but does not take the alias
+    worse = load_config(repo_root / f"conf/synthetic_{profile}.yaml", overrides + ["training.epochs=1"])
+    _, _, second = run_experiment(worse, "train")
+    assert second["version"] == "2" and not second["champion"]
+    assert str(client.get_model_version_by_alias(config.training.registered_model, "champion").version) == "1"
+
+    # prediction from the champion: distributions, dominant class, entropy; Parquet + GeoJSON
+    code = predict_main(["--config", str(repo_root / f"conf/synthetic_{profile}.yaml"), *overrides])
+    assert code == 0
+    pred = table(config, "predictions")
+    assert len(pred) == len(table(config, "regions"))
+    np.testing.assert_allclose(pred[list(LANDUSE_CLASSES)].sum(axis=1), 1.0, atol=1e-5)
+    assert set(pred["dominant_class"]) <= set(LANDUSE_CLASSES)
+    assert ((pred["entropy_norm"] >= 0) & (pred["entropy_norm"] <= 1 + 1e-9)).all()
+    geojson = json.loads((config.work_dir / "predictions.geojson").read_text())
+    assert len(geojson["features"]) == len(pred)

@@ -13,7 +13,7 @@ from landuse.models.hgcn import HGCN, BoundHGCN
 class RegionModel(nn.Module):
     """``forward(x [N, F] raw node features) → logits [N, C]`` for the N regions of the graph it was trained on.
 
-    Holds the HGCN, its sparse operators (buffers) and the training nodes' feature mean/std, so a
+    Holds the HGCN, its operators (as edge-list buffers, see BoundHGCN) and the training nodes' feature mean/std, so a
     model loaded from the registry needs nothing but the assembled node features.
     """
 

@@ -8,11 +8,12 @@ optimistic and labelled so in every report.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 METRICS = ("kl", "l1_mean", "l1_sum", "cosine")
 
 # operator name -> edge table it is built from (see landuse.data.reader.EDGE_TABLES)
+# Below this many nodes a full-batch epoch is a few small products: one thread is faster than
+# two, and on a shared machine multi-threaded tiny ops can be ~100x slower (spin-waiting threads).
+SMALL_GRAPH = 20_000
+
 OPERATOR_EDGES = {"adj": "adjacency", "dd": "distance_decay", "in": "flow", "out": "flow", "avg": "flow"}
 
 
@@ -182,12 +187,25 @@ def run_protocol(
     x = feature_matrix(graph, modalities)
     operators = build_operators(graph, needed_operators([variant]))
     runs = []
-    for i, split in enumerate(make_splits(graph, cfg, seed, xy)):
-        runs.append(train_split(x, graph.y, operators, variant, split, cfg, seed + i, device, index=i))
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(variant=variant, test_kl=f"{runs[-1].metrics['test']['kl']:.4f}")
+    with cpu_threads(1 if graph.num_nodes < SMALL_GRAPH else None):
+        for i, split in enumerate(make_splits(graph, cfg, seed, xy)):
+            runs.append(train_split(x, graph.y, operators, variant, split, cfg, seed + i, device, index=i))
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(variant=variant, test_kl=f"{runs[-1].metrics['test']['kl']:.4f}")
     return runs
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op CPU threads (None: unchanged), restoring the setting afterwards."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def summarise(runs: list[SplitRun], part: str = "test") -> dict[str, tuple[float, float]]:
