@@ -6,16 +6,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= conf/synthetic_shenzhen.yaml
 PYTEST_ARGS ?=
+# `make run` ends with a quick HGCN-vs-baselines table (the full 14-variant, 30-split ablation:
+# `landuse run ablation --config CONFIG`)
+QUICK_ABLATION ?= training.variants=[None,GCN_adj,GCN_dd,Adj-Tri-GCN] training.splits=5
 export DO_NOT_TRACK := true
 export SCARF_NO_ANALYTICS := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 JAVA := $(if $(JAVA_HOME),$(JAVA_HOME)/bin/java,java)
 
-.PHONY: run test venv java-check bench clean help
+.PHONY: run test venv java-check bench clean help nyc
 help:
 	@echo "make run   - set up .venv, generate the synthetic city if absent, run every pipeline stage"
 	@echo "make test  - set up .venv and run the test suite"
+	@echo "make nyc   - real Manhattan data: every stage, the 14-variant ablation and the fusion table"
 	@echo "make bench - run the benchmarks in benchmarks/"
 	@echo "make clean - remove work/ outputs (keeps .venv)"
 
@@ -42,6 +46,13 @@ java-check:
 
 run: venv java-check
 	$(BIN)/landuse pipeline --config $(CONFIG)
+	$(BIN)/landuse run ablation --config $(CONFIG) $(QUICK_ABLATION)
+
+# Real data (../shared/data/nyc_manhattan): every stage, then the full ablation and fusion tables.
+nyc: venv java-check
+	$(BIN)/landuse pipeline --config conf/nyc_manhattan.yaml
+	$(BIN)/landuse run ablation --config conf/nyc_manhattan.yaml training.progress=false
+	$(BIN)/landuse run fusion --config conf/nyc_manhattan.yaml training.progress=false
 
 test: venv java-check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -23,10 +23,10 @@ def experiment_main(kind: str, argv: list[str] | None) -> int:
 
     def body() -> int:
         config = load_from_args(args)
-        _, md_path, model = run_experiment(config, kind)
+        _, md_path, model = run_experiment(config, kind, force=args.force)
         print(md_path.read_text())
         print(f"{kind}: tables -> {md_path.parent}; MLflow -> {config.mlflow_uri} (experiment {config.mlflow.experiment})")
-        if model:
+        if model and model.get("version"):
             state = "new champion" if model["champion"] else "champion unchanged"
             print(f"{kind}: registered {config.training.registered_model} v{model['version']} "
                   f"(val KL {model['val_kl']:.5f}, {state})")

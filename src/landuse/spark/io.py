@@ -70,3 +70,8 @@ def read_geoparquet(config: Config, name: str, producer: str) -> "gpd.GeoDataFra
 def read_pandas(config: Config, name: str, producer: str, columns: list[str] | None = None) -> pd.DataFrame:
     """A small table (or some of its columns) into pandas; only for driver-sized tables."""
     return pq.read_table(require_table(config, name, producer), columns=columns).to_pandas()
+
+
+def parquet_rows(directory: Path) -> int:
+    """Row count of the Parquet files in ``directory`` from their footers (works on staging dirs)."""
+    return sum(pq.read_metadata(f).num_rows for f in Path(directory).rglob("*.parquet"))

@@ -20,7 +20,7 @@ import pandas as pd
 
 from landuse.config import Config, ConfigError
 from landuse.runner import Stage, StageContext
-from landuse.spark.io import read_pandas, read_table, table_path, write_spark
+from landuse.spark.io import parquet_rows, read_pandas, read_table, table_path, write_spark
 from landuse.spark.schemas import REGION_ID, T_FLOWS, T_LABELS, T_REGIONS
 from landuse.stages.embeddings import FLOW_STAGE, POI_STAGE, T_FLOW_EMBEDDINGS, T_POI_EMBEDDINGS
 from landuse.stages.imagery import IMAGERY_STAGE, LOCATION_STAGE, T_GEO_FEATURES, T_IMAGE_FEATURES
@@ -60,7 +60,7 @@ def run(ctx: StageContext) -> None:
     if config.inputs.trips:
         edges = flow_edges(read_table(ctx.spark, config, T_FLOWS, "flows"), cfg.flow_source, cfg.flow_weight)
         write_spark(edges, ctx.out(T_EDGES_FLOW), partitions=1)
-        n_edges = ctx.spark.read.parquet(str(ctx.out(T_EDGES_FLOW))).count()
+        n_edges = parquet_rows(ctx.out(T_EDGES_FLOW))
         if n_edges == 0 and cfg.flow_source is not None:
             raise ConfigError(f"assemble.flow_source: no flows for source {cfg.flow_source!r} in {table_path(config, T_FLOWS)}")
         summary["flow_edges"] = n_edges
@@ -83,4 +83,5 @@ STAGE = Stage(
     outputs=outputs,
     config_keys=("labels", "assemble"),
     upstream=("regions", "flows", "labels", "poi-embeddings", "flow-embeddings", "imagery", "location"),
+    enabled=lambda config: config.inputs.regions is not None,
 )

@@ -16,7 +16,7 @@ import logging
 
 from landuse.config import Config, iter_input_paths
 from landuse.runner import Stage, StageContext, no_spark
-from landuse.spark.io import read_pandas, read_table, table_path, write_pandas, write_spark
+from landuse.spark.io import parquet_rows, read_pandas, read_table, table_path, write_pandas, write_spark
 from landuse.spark.schemas import CENTROID_X, CENTROID_Y, GEOMETRY, REGION_ID, T_REGIONS
 from landuse.stages.regions import study_crs
 
@@ -28,7 +28,7 @@ T_GEO_FEATURES = "geo_features"
 
 def run_imagery(ctx: StageContext) -> None:
     """Per-region raster statistics (and patches) on Spark."""
-    from pyspark.sql import functions as F
+    import pyarrow.parquet as pq
 
     from landuse.features.imagery import feature_names, image_features, image_patches, resolve_raster_spec
 
@@ -40,25 +40,21 @@ def run_imagery(ctx: StageContext) -> None:
     regions = read_table(ctx.spark, config, T_REGIONS, "regions").select(REGION_ID, GEOMETRY)
     features = image_features(regions, crs, spec, partitions)
     write_spark(features, ctx.out(T_IMAGE_FEATURES), partitions=1)  # one row per region: small
-    stats = (
-        ctx.spark.read.parquet(str(ctx.out(T_IMAGE_FEATURES)))
-        .agg(F.count("*").alias("regions"), F.sum(F.col("has_image").cast("int")).alias("with_image"),
-             F.avg("coverage").alias("mean_coverage"))
-        .first()
-    )
+    # the staging dir starts with "." (hidden to Spark's file listing), so read it back with pyarrow
+    stats = pq.read_table(ctx.out(T_IMAGE_FEATURES), columns=["has_image", "coverage"]).to_pandas()
     names = feature_names(spec)
-    ctx.summary.update(regions=stats["regions"], regions_with_image=int(stats["with_image"] or 0),
-                       mean_coverage=round(float(stats["mean_coverage"] or 0.0), 6), features=names,
-                       dim=len(names), raster=str(spec.path), band_map=dict(spec.band_map))
+    ctx.summary.update(regions=len(stats), regions_with_image=int(stats["has_image"].sum()),
+                       mean_coverage=round(float(stats["coverage"].mean()), 6) if len(stats) else 0.0,
+                       features=names, dim=len(names), raster=str(spec.path), band_map=dict(spec.band_map))
     if cfg.patches:
         stride = cfg.patch_stride or cfg.patch_size
         patches = image_patches(regions, crs, spec, cfg.patch_size, stride, partitions)
         write_spark(patches, ctx.out(T_IMAGE_PATCHES))
-        n_patches = ctx.spark.read.parquet(str(ctx.out(T_IMAGE_PATCHES))).count()
+        n_patches = parquet_rows(ctx.out(T_IMAGE_PATCHES))
         ctx.summary.update(patches=n_patches, patch_size=cfg.patch_size, patch_stride=stride,
                            patch_bands=list(spec.band_map))
         log.info("imagery: %d patches of %d px", n_patches, cfg.patch_size)
-    log.info("imagery: %d regions, %d with image, %d features", stats["regions"], int(stats["with_image"] or 0), len(names))
+    log.info("imagery: %d regions, %d with image, %d features", len(stats), int(stats["has_image"].sum()), len(names))
 
 
 @no_spark
@@ -91,7 +87,7 @@ IMAGERY_STAGE = Stage(
     config_keys=("study", "inputs.imagery", "embeddings.image"),
     inputs=lambda config: [p for key, p in iter_input_paths(config) if key.startswith("inputs.imagery")],
     upstream=("regions",),
-    enabled=lambda config: config.inputs.imagery is not None,
+    enabled=lambda config: config.inputs.imagery is not None and config.inputs.regions is not None,
 )
 
 LOCATION_STAGE = Stage(
@@ -101,4 +97,5 @@ LOCATION_STAGE = Stage(
     outputs=lambda config: {T_GEO_FEATURES: table_path(config, T_GEO_FEATURES)},
     config_keys=("embeddings.geo",),
     upstream=("regions",),
+    enabled=lambda config: config.inputs.regions is not None,
 )

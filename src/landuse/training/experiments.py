@@ -176,12 +176,47 @@ def log_and_register(config: Config, graph: GraphData, trial: Trial) -> dict:
     return {"model_uri": info.model_uri, "version": version, "champion": champion, "val_kl": val_kl}
 
 
-def run_experiment(config: Config, kind: str) -> tuple[pd.DataFrame, Path, dict]:
-    """``train`` | ``ablation`` | ``fusion``: train, track, write tables; returns (table, markdown path, model info)."""
+def experiment_fingerprint(config: Config, kind: str) -> str:
+    """What determines an experiment's results: its kind, the training config and the input tables."""
+    import landuse
+    from landuse.manifest import fingerprint, read_manifest
+
+    inputs = {}
+    for name in ("node_features", "edges_adjacency", "edges_flow", "edges_distance_decay"):
+        manifest = read_manifest(config.tables_dir / name)
+        inputs[name] = manifest["fingerprint"] if manifest else None
+    return fingerprint([kind, landuse.__version__, config.section_hash("seed", "training", "labels"), inputs])
+
+
+def previous_result(config: Config, kind: str) -> tuple[pd.DataFrame, Path, dict] | None:
+    """The results of an identical earlier experiment (same fingerprint), or None."""
+    out = results_dir(config, kind)
+    try:
+        record = json.loads((out / "run.json").read_text())
+        table = pd.read_csv(out / f"{kind}.csv")
+    except (OSError, ValueError):
+        return None
+    if record.get("fingerprint") != experiment_fingerprint(config, kind) or not (out / f"{kind}.md").exists():
+        return None
+    return table, out / f"{kind}.md", record.get("model", {})
+
+
+def run_experiment(config: Config, kind: str, force: bool = True) -> tuple[pd.DataFrame, Path, dict]:
+    """``train`` | ``ablation`` | ``fusion``: train, track, write tables; returns (table, markdown path, model info).
+
+    With ``force=False`` an experiment whose fingerprint (config + input tables) matches the last
+    one of its kind is not rerun: its tables are returned as they are.
+    """
     import mlflow
 
     from landuse.training.tracking import log_config, log_table_artifacts, setup_mlflow
 
+    if not force:
+        previous = previous_result(config, kind)
+        if previous is not None:
+            log.info("%s: config and input tables unchanged since the last run; reusing its results "
+                     "(use --force to retrain)", kind)
+            return previous
     cfg = config.training
     graph, xy = load_graph_for(config)
     features = tuple(cfg.features)
@@ -225,5 +260,6 @@ def run_experiment(config: Config, kind: str) -> tuple[pd.DataFrame, Path, dict]
         log_table_artifacts(frames, out, {kind: text})
         best = table.sort_values("kl").iloc[0]
         mlflow.log_metrics({"best_test_kl": float(best["kl"])})
-        (out / "run.json").write_text(json.dumps({"run_id": parent.info.run_id, **model_info}, indent=2) + "\n")
+        record = {"run_id": parent.info.run_id, "fingerprint": experiment_fingerprint(config, kind), "model": model_info}
+        (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     return table, out / f"{kind}.md", model_info
