@@ -15,13 +15,14 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 JAVA := $(if $(JAVA_HOME),$(JAVA_HOME)/bin/java,java)
 
-.PHONY: run test venv java-check bench clean help nyc
+.PHONY: run test venv java-check bench clean help nyc dist
 help:
 	@echo "make run   - set up .venv, generate the synthetic city if absent, run every pipeline stage"
 	@echo "make test  - set up .venv and run the test suite"
 	@echo "make nyc   - real Manhattan data: every stage, the 14-variant ablation and the fusion table"
 	@echo "make bench - run the benchmarks in benchmarks/"
 	@echo "make clean - remove work/ outputs (keeps .venv)"
+	@echo "make dist  - dist/landuse-<version>-py3-none-any.whl and dist/landuse-<version>.zip (--py-files); docs/cluster.md"
 
 venv: $(STAMP)
 
@@ -62,3 +63,16 @@ bench: venv java-check
 
 clean:
 	rm -rf work
+
+# Cluster packaging (docs/cluster.md): the wheel (pip / Databricks library) and a zip of the package
+# tree for `spark-submit --py-files`. Jobs (jobs/*.py) and configs (conf/) stay in the checkout.
+DIST_DIR ?= dist
+DIST_VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/landuse/__init__.py)
+dist: venv
+	@test -n "$(DIST_VERSION)" || { echo "error: no __version__ in src/landuse/__init__.py"; exit 1; }
+	@mkdir -p $(DIST_DIR)
+	rm -rf $(DIST_DIR)/landuse-$(DIST_VERSION)-py3-none-any.whl $(DIST_DIR)/landuse-$(DIST_VERSION).zip build
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation . -w $(DIST_DIR)
+	rm -rf build
+	cd src && $(CURDIR)/$(BIN)/python -c 'import sys, zipfile, pathlib; z = zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED); [z.write(p) for p in sorted(pathlib.Path("landuse").rglob("*")) if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]; z.close()' $(abspath $(DIST_DIR))/landuse-$(DIST_VERSION).zip
+	@ls -l $(DIST_DIR)/landuse-$(DIST_VERSION)-py3-none-any.whl $(DIST_DIR)/landuse-$(DIST_VERSION).zip

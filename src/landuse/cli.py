@@ -41,6 +41,8 @@ TASKS = {
     "ablation": "the 14-variant thesis ablation table (CSV + Markdown), tracked in MLflow",
     "fusion": "the fusion ablation M_P, M_PI, M_PIG, M_PIGF, tracked in MLflow",
     "predict": "per-region predicted distributions, dominant class, entropy (--model URI)",
+    "monitor": "planned vs actual: flag regions whose predicted use departs from inputs.planned",
+    "report": "self-contained HTML report (maps, ablation/per-class tables, data summaries), logged to MLflow",
 }
 
 

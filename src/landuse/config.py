@@ -66,6 +66,7 @@ class InputsConfig:
     pois: Optional[SourceConfig] = None
     landuse: Optional[SourceConfig] = None
     imagery: Optional[SourceConfig] = None
+    planned: Optional[SourceConfig] = None  # planned land use (adapter planned_polygons) for monitoring
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,16 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    """Planned-vs-actual monitoring: flag regions whose predicted use departs from the plan."""
+
+    threshold: float = 0.2  # flag when p(predicted dominant) - p(planned class) >= threshold
+
+    def _problems(self) -> list[tuple[str, str]]:
+        return [] if 0 <= self.threshold <= 1 else [("threshold", "must be in [0, 1]")]
+
+
+@dataclass(frozen=True)
 class SparkConfig:
     """Spark session settings (see ``landuse.spark.session``)."""
 
@@ -318,6 +329,7 @@ class Config:
     embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
     assemble: AssembleConfig = field(default_factory=AssembleConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -400,6 +412,7 @@ def iter_input_paths(config: Config) -> list[tuple[str, Path]]:
         ("inputs.pois", config.inputs.pois),
         ("inputs.landuse", config.inputs.landuse),
         ("inputs.imagery", config.inputs.imagery),
+        ("inputs.planned", config.inputs.planned),
     ]
     sources += [(f"inputs.trips.{name}", src) for name, src in config.inputs.trips.items()]
     for key, source in sources:

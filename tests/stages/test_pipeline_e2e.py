@@ -240,3 +240,19 @@ def test_training_tracking_registry_predict(synthetic_run, repo_root: Path) -> N
     assert ((pred["entropy_norm"] >= 0) & (pred["entropy_norm"] <= 1 + 1e-9)).all()
     geojson = json.loads((config.work_dir / "predictions.geojson").read_text())
     assert len(geojson["features"]) == len(pred)
+
+    # planned vs actual from the champion's predictions, then the HTML report over everything
+    from landuse.entrypoints.monitor import main as monitor_main
+    from landuse.entrypoints.report import main as report_main
+    from landuse.monitoring.planned import precision_recall
+
+    assert monitor_main(["--config", str(repo_root / f"conf/synthetic_{profile}.yaml"), *overrides]) == 0
+    flags = table(config, "monitoring")
+    assert sorted(flags["region_id"]) == sorted(pred["region_id"])
+    truth = pd.read_csv(config.synth.dir / "truth/planned_deviations.csv")
+    scores = precision_recall(flags, truth)
+    assert scores["tp"] + scores["fn"] == int(truth["deviation"].sum())
+    assert (config.work_dir / "monitoring_deviations.png").stat().st_size > 0
+    assert report_main(["--config", str(repo_root / f"conf/synthetic_{profile}.yaml"), *overrides]) == 0
+    html = (config.work_dir / "report" / "report.html").read_text()
+    assert "Adj-Tri-GCN" in html and "data:image/png;base64," in html

@@ -42,9 +42,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from landuse.ingest.errors import IngestError
     from landuse.spark.schemas import SchemaError
     from landuse.spatial.overlay import OverlayError
+    from landuse.monitoring.planned import MonitoringError
     from landuse.spatial.regions import RegionsError
 
-    return USER_ERRORS + (IngestError, SchemaError, OverlayError, RegionsError)
+    return USER_ERRORS + (IngestError, SchemaError, OverlayError, RegionsError, MonitoringError)
 
 
 def guarded(body: Callable[[], int]) -> int:

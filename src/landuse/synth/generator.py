@@ -23,6 +23,7 @@ import landuse
 from landuse.constants import CRS_WGS84, LANDUSE_CLASSES, SYNTH_MANIFEST_FILE
 from landuse.synth.classmap import load_class_map
 from landuse.synth.landuse_map import NO_LANDUSE, build_latent_map, landuse_polygons
+from landuse.synth.planned import planned_layer
 from landuse.synth.pois import sample_pois, write_amap, write_pointx
 from landuse.synth.profiles import ProfileSpec, get_profile
 from landuse.synth.raster import write_landsat
@@ -50,10 +51,10 @@ from landuse.synth.writers import (
 
 log = logging.getLogger("landuse.synth")
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 # Independent random streams, all spawned from the one seed; order is part of the format (append only).
 STREAMS: tuple[str, ...] = ("latent", "polygons", "regions", "stations", "pois", "poi_text", "trip_counts",
-                            "trips", "raster")
+                            "trips", "raster", "planned")
 
 LANDUSE_FILE = "landuse/landuse.gpkg"
 REGIONS_FILE = "regions/regions.gpkg"
@@ -64,6 +65,8 @@ JOURNEYS_DIR = "trips/journeys"
 STATIONS_FILE = "trips/stations.csv"
 IMAGERY_FILE = "imagery/landsat8_oli.tif"
 TRUTH_FILE = "truth/region_landuse.csv"
+PLANNED_FILE = "planning/planned_landuse.gpkg"
+DEVIATIONS_FILE = "truth/planned_deviations.csv"
 STATIONS_HEADER = "id,commonName,lat,lon,nbDocks"
 
 
@@ -161,6 +164,18 @@ def _build(profile: ProfileSpec, scale: ScaleSpec, seed: int, root: Path, class_
     run.add_file(path, "csv", len(truth), id_column="region_id")
     full = int((np.abs(truth["coverage"] - 1.0) < 1e-9).sum())
     log.info("truth: %d regions, %d fully covered (%.2f s)", len(truth), full, run.done("truth"))
+
+    # --- planned land use with injected deviations ---
+    run.start()
+    plan, deviations = planned_layer(truth, regions.geometry, profile.crs, rng("planned"))
+    path = root / PLANNED_FILE
+    write_gpkg(plan, path, layer="planned_landuse")
+    run.add_file(path, "gpkg", len(plan), layer="planned_landuse", crs=profile.crs, id_column="region_id")
+    path = root / DEVIATIONS_FILE
+    deviations.to_csv(path, index=False, lineterminator="\n")
+    run.add_file(path, "csv", len(deviations), id_column="region_id")
+    log.info("planned: %d planned regions, %d injected deviations (%.2f s)", len(plan),
+             int(deviations["deviation"].sum()), run.done("planned"))
 
     # --- POIs ---
     run.start()
