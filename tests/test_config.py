@@ -120,3 +120,13 @@ def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path: Path) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [f"error: {path}: spark.shuffle_partitions: expected an integer, got str 'many'"]
     assert "Traceback" not in proc.stderr
+
+
+def test_readme_embeds_the_current_config_reference(repo_root) -> None:
+    from landuse.config_reference import reference_markdown, reference_rows
+
+    keys = [row[0] for row in reference_rows()]
+    assert "training.variant" in keys and "embeddings.image.patch_size" in keys and "inputs.planned" in keys
+    assert all(row[3] for row in reference_rows()), "every config key needs a trailing # comment in config.py"
+    assert reference_markdown() in (repo_root / "README.md").read_text(), \
+        "README config reference is stale: regenerate it with `landuse config --reference`"

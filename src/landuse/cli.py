@@ -69,7 +69,13 @@ def _config(argv: list[str]) -> int:
     from landuse.config import load_config
     from landuse.entrypoints.common import add_config_args
 
-    parser = argparse.ArgumentParser(prog="landuse config", description="print the resolved config as JSON")
+    if argv and argv[0] == "--reference":
+        from landuse.config_reference import reference_markdown
+
+        print(reference_markdown())
+        return 0
+    parser = argparse.ArgumentParser(prog="landuse config", description="print the resolved config as JSON "
+                                     "(landuse config --reference: the Markdown reference of every key)")
     add_config_args(parser)
     args = parser.parse_args(argv)
 

@@ -42,10 +42,10 @@ class ConfigError(ValueError):
 class SynthConfig:
     """The synthetic city generated as the pipeline's first stage (the embedded default)."""
 
-    enabled: bool = False
-    profile: Literal["shenzhen", "london"] = "london"
-    scale: Literal["tiny", "small", "medium", "large"] = "small"
-    dir: Path = Path("work/synth")
+    enabled: bool = False  # generate the synthetic city as the first stage
+    profile: Literal["shenzhen", "london"] = "london"  # source formats, CRS and regional units of the city
+    scale: Literal["tiny", "small", "medium", "large"] = "small"  # tiny ~400 / small ~2k / medium ~6k / large >=10k regions
+    dir: Path = Path("work/synth")  # where the city is written
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,11 @@ class SourceConfig:
 class InputsConfig:
     """Raw inputs of the pipeline; each is optional so a run uses only what it has."""
 
-    regions: Optional[SourceConfig] = None
-    trips: Mapping[str, SourceConfig] = field(default_factory=_frozen_empty)
-    pois: Optional[SourceConfig] = None
-    landuse: Optional[SourceConfig] = None
-    imagery: Optional[SourceConfig] = None
+    regions: Optional[SourceConfig] = None  # regional units: {adapter: polygons|grid, path, options}
+    trips: Mapping[str, SourceConfig] = field(default_factory=_frozen_empty)  # trip sources by name: {name: {adapter, path, options}}
+    pois: Optional[SourceConfig] = None  # points of interest: {adapter, path, options}
+    landuse: Optional[SourceConfig] = None  # land-use polygons for the labels: {adapter, path, options}
+    imagery: Optional[SourceConfig] = None  # raster for H_img: {adapter: landsat8_oli|landsat7_etm|raster, path, options: {band_map}}
     planned: Optional[SourceConfig] = None  # planned land use (adapter planned_polygons) for monitoring
 
 
@@ -100,7 +100,7 @@ class FlowsConfig:
     """OD flow aggregation: time filters, day count for undated tables, small-cell suppression."""
 
     hours: Optional[tuple[int, ...]] = None  # [start, end) hour window; may wrap midnight, e.g. [22, 6]
-    day_type: Literal["all", "weekday", "weekend"] = "all"
+    day_type: Literal["all", "weekday", "weekend"] = "all"  # keep trips on weekdays, weekends or all days
     days: Optional[int] = None  # covered days for undated (pre-aggregated) OD tables, e.g. 31 for July
     min_cell_count: int = 1  # exported OD cells with fewer trips are suppressed (privacy); 1 keeps all
 
@@ -119,7 +119,7 @@ class FlowsConfig:
 class LabelsConfig:
     """Land-use label distributions from overlaying land-use polygons on regions."""
 
-    classes: tuple[str, ...] = LANDUSE_CLASSES
+    classes: tuple[str, ...] = LANDUSE_CLASSES  # target classes, in this order everywhere (NYC: its 5 MapPLUTO classes)
     non_construction_residual: bool = False  # thesis option: non_construction = 1 - sum(other classes)
 
 
@@ -128,15 +128,15 @@ class FlowEmbeddingConfig:
     """H_flow: weighted random walks on the OD graph -> skip-gram Word2Vec."""
 
     source: Optional[str] = None  # trip source whose flows are walked; None: all sources summed
-    weight: Literal["daily_avg", "trips"] = "daily_avg"
-    walks_per_node: int = 10
-    walk_length: int = 40
+    weight: Literal["daily_avg", "trips"] = "daily_avg"  # OD edge weight of the walks
+    walks_per_node: int = 10  # walks started from every node with flow
+    walk_length: int = 40  # nodes per walk
     p: float = 1.0  # return bias (node2vec); 1 = unbiased
     q: float = 1.0  # in-out bias (node2vec); 1 = unbiased
-    dim: int = 64
-    window: int = 5
-    negative: int = 5
-    epochs: int = 5
+    dim: int = 64  # Word2Vec vector size
+    window: int = 5  # skip-gram context window
+    negative: int = 5  # negative samples
+    epochs: int = 5  # Word2Vec epochs
     workers: Optional[int] = None  # None: all cores; 1 + a fixed seed gives identical vectors
 
     def _problems(self) -> list[tuple[str, str]]:
@@ -151,10 +151,10 @@ class PoiEmbeddingConfig:
 
     level: int = 1  # category level of the tokens (1 coarse .. 3 fine), falling back to coarser
     min_pois: int = 10  # regions with fewer POIs are flagged (below_min_pois)
-    dim: int = 72
-    window: int = 5
-    epochs: int = 100
-    workers: Optional[int] = None
+    dim: int = 72  # Doc2Vec vector size (72 in the paper)
+    window: int = 5  # PV-DM context window
+    epochs: int = 100  # Doc2Vec epochs (100 in the paper)
+    workers: Optional[int] = None  # None: all cores; 1 + a fixed seed gives identical vectors
 
     def _problems(self) -> list[tuple[str, str]]:
         problems = [] if 1 <= self.level <= 3 else [("level", "must be 1, 2 or 3")]
@@ -172,7 +172,7 @@ class ImageEmbeddingConfig:
     ``landsat7_etm`` or ``raster`` with ``options.band_map``).
     """
 
-    percentiles: tuple[float, ...] = (10.0, 50.0, 90.0)
+    percentiles: tuple[float, ...] = (10.0, 50.0, 90.0)  # per-band / per-index percentiles, besides mean and std
     indices: tuple[str, ...] = SPECTRAL_INDICES  # any of ndvi, ndbi, mndwi; [] for single-band rasters
     apply_scale: bool = True  # apply the raster's per-band scale/offset (e.g. Landsat C2 L2 -> reflectance)
     all_touched: bool = False  # pixel-in-polygon rule: False = pixel centre inside, True = any overlap
@@ -221,7 +221,7 @@ class AssembleConfig:
     row_group_rows: int = 4096  # rows per Parquet row group (Petastorm reads row group by row group)
     shard_rows: int = 65536  # rows per Parquet file
     flow_source: Optional[str] = None  # trip source of edges_flow; None = all sources summed
-    flow_weight: Literal["daily_avg", "trips"] = "daily_avg"
+    flow_weight: Literal["daily_avg", "trips"] = "daily_avg"  # flows column summed into edges_flow.weight
 
     def _problems(self) -> list[tuple[str, str]]:
         problems = [(k, "must be > 0") for k in ("row_group_rows", "shard_rows") if getattr(self, k) <= 0]
@@ -236,18 +236,18 @@ class TrainingConfig:
 
     variant: str = HGCN  # one of the 14 thesis variants; Adj-Tri-GCN = HGCN
     features: tuple[str, ...] = ("poi",)  # node-feature modalities: poi, image, geo, flow
-    epochs: int = 400
-    lr: float = 0.005
-    weight_decay: float = 5e-4
-    dropout: float = 0.0
+    epochs: int = 400  # full-batch epochs per split (400 in the paper)
+    lr: float = 0.005  # Adam learning rate (paper: Shenzhen 0.005, London 0.001)
+    weight_decay: float = 5e-4  # Adam weight decay
+    dropout: float = 0.0  # dropout before each trunk Linear (paper: Shenzhen 0, London 0.5)
     splits: int = 30  # repeated random (or blocked) splits; results are mean +- std over them
-    train_fraction: float = 0.6
+    train_fraction: float = 0.6  # share of labelled regions used for training
     val_fraction: float = 0.1  # test = the rest
-    split: Literal["random", "blocked"] = "random"
+    split: Literal["random", "blocked"] = "random"  # random node splits, or blocked (whole squares of block_m)
     block_m: float = 1000.0  # block side for split=blocked (against spatial leakage)
     selection: Literal["validation", "test"] = "validation"  # test = the paper's rule (optimistic)
     standardize: bool = True  # z-score features with train-node statistics
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available, else CPU
     progress: bool = True  # progress bars
     variants: tuple[str, ...] = HGCN_VARIANTS  # the ablation runner's variants
     fusion: tuple[str, ...] = ("P", "PI", "PIG", "PIGF")  # the fusion ablation's feature sets
@@ -288,37 +288,37 @@ class MonitoringConfig:
 class SparkConfig:
     """Spark session settings (see ``landuse.spark.session``)."""
 
-    app_name: str = "landuse"
+    app_name: str = "landuse"  # Spark application name
     master: Optional[str] = None  # None: local[*] unless launched by spark-submit / Databricks
-    shuffle_partitions: int = 8
-    driver_memory: str = "4g"
-    arrow_batch_size: int = 50_000
-    conf: Mapping[str, str] = field(default_factory=_frozen_empty)
+    shuffle_partitions: int = 8  # spark.sql.shuffle.partitions
+    driver_memory: str = "4g"  # local mode only
+    arrow_batch_size: int = 50_000  # rows per Arrow batch for vectorised Python steps
+    conf: Mapping[str, str] = field(default_factory=_frozen_empty)  # any extra Spark setting, e.g. spark.jars.packages
 
 
 @dataclass(frozen=True)
 class SpatialConfig:
     """Spatial-join engine choice: ``auto`` picks Sedona when its JVM classes are present."""
 
-    engine: Literal["auto", "sedona", "builtin"] = "auto"
+    engine: Literal["auto", "sedona", "builtin"] = "auto"  # auto: Sedona when its JVM classes are on the classpath, else the builtin engine
 
 
 @dataclass(frozen=True)
 class MlflowConfig:
     """Experiment tracking; ``tracking_uri`` None means a SQLite store under the work dir."""
 
-    tracking_uri: Optional[str] = None
-    experiment: str = "landuse"
+    tracking_uri: Optional[str] = None  # None: sqlite:///<work_dir>/mlflow.db; a remote or `databricks` URI works unchanged
+    experiment: str = "landuse"  # MLflow experiment name
 
 
 @dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of one run."""
 
-    name: str
-    seed: int = 42
-    work_dir: Path = Path("work/default")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    name: str  # run name (MLflow run names, report titles)
+    seed: int = 42  # every random stream of the run derives from it
+    work_dir: Path = Path("work/default")  # outputs: tables/, results/, mlflow.db, resolved_config.json
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # logging level of the landuse loggers
     vars: Mapping[str, str] = field(default_factory=_frozen_empty)  # free values for ${vars.x} references
     synth: SynthConfig = field(default_factory=SynthConfig)
     inputs: InputsConfig = field(default_factory=InputsConfig)
