@@ -15,8 +15,6 @@ import pytest
 
 import landuse
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 CONFIG = "conf/synthetic_shenzhen.yaml"
@@ -39,13 +37,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def spark_submit(script: str | Path, args: list[str], *, py_files: Path | None = None,
-                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def spark_submit(script: str | Path, args: list[str], *, py_files: Path | None = None) -> subprocess.CompletedProcess:
     """``spark-submit --master local[2] SCRIPT ARGS`` from the repository root."""
-    cmd = [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false"]
+    # No UI port; no whole-stage codegen (compiling costs more than it saves on kilobytes, as in the
+    # conftest session).
+    cmd = [str(SPARK_SUBMIT), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+           "--conf", "spark.sql.codegen.wholeStage=false"]
     if py_files is not None:
         cmd += ["--py-files", str(py_files)]
-    proc = subprocess.run([*cmd, str(script), *args], cwd=REPO, env=env or _env(), capture_output=True,
+    proc = subprocess.run([*cmd, str(script), *args], cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=600)
     if proc.returncode != 0:
         pytest.fail(f"spark-submit {script} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}"
@@ -74,6 +74,7 @@ def _passed(job: str) -> None:
     _failed.remove(job)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("job,stage", STAGE_JOBS, ids=[j for j, _ in STAGE_JOBS])
 def test_stage_job(work: Path, job: str, stage: str) -> None:
     """jobs/<stage>.py runs the stage and commits each of its outputs with a manifest."""
@@ -92,6 +93,7 @@ def test_stage_job(work: Path, job: str, stage: str) -> None:
     _passed(job)
 
 
+@pytest.mark.slow
 def test_pipeline_job_skips_unchanged(work: Path) -> None:
     """jobs/pipeline.py after the stage jobs: every stage is reported unchanged."""
     from landuse.stages import STAGES
@@ -104,6 +106,7 @@ def test_pipeline_job_skips_unchanged(work: Path) -> None:
     _passed("pipeline")
 
 
+@pytest.mark.slow
 def test_train_and_predict_jobs(work: Path) -> None:
     """jobs/train.py registers a champion in the work dir's MLflow store; jobs/predict.py uses it."""
     _needs("train")
@@ -121,6 +124,29 @@ def test_train_and_predict_jobs(work: Path) -> None:
     geojson = json.loads((work / "predictions.geojson").read_text())
     assert len(geojson["features"]) == regions["rows"]
     _passed("train")
+
+
+@pytest.mark.slow
+def test_monitor_and_report_jobs(work: Path) -> None:
+    """jobs/monitor.py flags plan deviations from the predictions; jobs/report.py writes the HTML report."""
+    _needs("monitor")
+    proc = spark_submit("jobs/monitor.py", _args(work, *TRAIN))
+    assert "monitor:" in proc.stdout
+    assert json.loads((work / "tables" / "monitoring" / "_manifest.json").read_text())["stage"] == "monitor"
+    proc = spark_submit("jobs/report.py", _args(work, *TRAIN))
+    assert (work / "report" / "report.html").is_file(), proc.stdout[-2000:]
+    _passed("monitor")
+
+
+@pytest.mark.slow
+def test_ablation_and_fusion_jobs(work: Path) -> None:
+    """jobs/ablation.py and jobs/fusion.py write their tables (two variants / two feature sets)."""
+    _needs("ablation")
+    spark_submit("jobs/ablation.py", _args(work, *TRAIN, "training.variants=[None,GCN_adj]"))
+    assert (work / "results" / "ablation" / "ablation.md").is_file()
+    spark_submit("jobs/fusion.py", _args(work, *TRAIN, "training.fusion=[P,PI]"))
+    assert (work / "results" / "fusion" / "fusion.md").is_file()
+    _passed("ablation")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,6 +173,7 @@ def _modules() -> set[str]:
     return {p.relative_to(src).as_posix() for p in (src / "landuse").rglob("*.py") if "__pycache__" not in p.parts}
 
 
+@pytest.mark.slow
 def test_dist_artefacts_hold_every_module(dist: Path) -> None:
     """The wheel and the --py-files zip each carry every module of src/landuse."""
     v = landuse.__version__
@@ -161,9 +188,10 @@ def test_dist_artefacts_hold_every_module(dist: Path) -> None:
     assert modules - in_wheel == set(), "missing from the wheel (package without __init__.py?)"
 
 
-def test_py_files_zip_imports_on_driver_and_executors(dist: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_py_files_zip_imports_on_driver_and_executors(work: Path, dist: Path, tmp_path: Path) -> None:
     """Under spark-submit --py-files the zip's landuse is imported by the driver and the executors,
-    and every module imports from it; a stage job then runs with it."""
+    and every module imports from it; a stage job then runs with it (on the chain's tables)."""
     pyzip = dist / f"landuse-{landuse.__version__}.zip"
     probe = tmp_path / "probe.py"
     probe.write_text(
@@ -186,7 +214,47 @@ def test_py_files_zip_imports_on_driver_and_executors(dist: Path, tmp_path: Path
     assert lines["DRIVER"].endswith(suffix) and lines["EXECUTOR"].endswith(suffix), lines
     assert int(lines["MODULES"]) >= len(_modules()) - 1  # all but landuse/__init__.py itself
 
-    work = tmp_path / "work"
-    spark_submit("jobs/synth.py", _args(work), py_files=pyzip)
-    spark_submit("jobs/regions.py", _args(work), py_files=pyzip)
-    assert (work / "tables" / "regions" / "_manifest.json").is_file()
+    if _failed or not (work / "tables" / "regions" / "_manifest.json").is_file():
+        pytest.skip("needs the regions table of the job chain above")
+    before = json.loads((work / "tables" / "geo_features" / "_manifest.json").read_text())["started"]
+    proc = spark_submit("jobs/location.py", ["--config", CONFIG, "--force", f"work_dir={work}", *TINY], py_files=pyzip)
+    assert "location: ran geo_features" in proc.stdout
+    after = json.loads((work / "tables" / "geo_features" / "_manifest.json").read_text())["started"]
+    assert after >= before
+
+
+# ----------------------------------------------------------------------------------------------
+# cluster overlay and Databricks bundle (static checks)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_cluster_overlay_layers_on_a_dataset_config() -> None:
+    """conf/cluster.example.yaml loads on top of a dataset config with the settings Sedona needs."""
+    from landuse.config import load_config
+    from landuse.spark.session import SEDONA_KRYO_REGISTRATOR
+
+    config = load_config([REPO / CONFIG, REPO / "conf" / "cluster.example.yaml"], check_inputs=False)
+    assert config.spark.master is None
+    assert "org.apache.sedona:sedona-spark-shaded-3.5_2.12:" in config.spark.conf["spark.jars.packages"]
+    assert config.spark.conf["spark.serializer"] == "org.apache.spark.serializer.KryoSerializer"
+    assert config.spark.conf["spark.kryo.registrator"] == SEDONA_KRYO_REGISTRATOR
+    assert config.synth.dir == config.work_dir / "city"  # ${work_dir} follows the overlay
+    assert config.mlflow.tracking_uri == "databricks" and config.mlflow.experiment.startswith("/")
+    assert config.training.registered_model.count(".") == 2  # Unity Catalog: catalog.schema.model
+
+
+def test_databricks_bundle_runs_every_job_in_order() -> None:
+    """deploy/databricks/databricks.yml: a task per job file, chained in pipeline order."""
+    import yaml
+
+    bundle_file = REPO / "deploy" / "databricks" / "databricks.yml"
+    tasks = yaml.safe_load(bundle_file.read_text())["resources"]["jobs"]["landuse"]["tasks"]
+    files = [Path(t["spark_python_task"]["python_file"]).stem for t in tasks]
+    expected = [job for job, _ in STAGE_JOBS] + ["train", "ablation", "fusion", "predict", "monitor", "report"]
+    assert files == expected
+    assert set(files) | {"pipeline"} == {p.stem for p in (REPO / "jobs").glob("*.py")}
+    for prev, task in zip([None, *tasks], tasks):
+        assert (bundle_file.parent / task["spark_python_task"]["python_file"]).is_file()
+        assert [d["task_key"] for d in task.get("depends_on", [])] == ([prev["task_key"]] if prev else [])
+        assert "--config" in task["spark_python_task"]["parameters"]
+        assert any("whl" in lib for lib in task["libraries"])

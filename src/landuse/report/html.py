@@ -33,6 +33,7 @@ import pandas as pd
 import landuse
 from landuse.config import Config, ConfigError
 from landuse.manifest import commit_dir, discard_dir, now_iso, read_manifest, staging_dir, write_manifest
+from landuse.training.experiments import read_results_csv
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -397,7 +398,7 @@ def results_section(page: Page, config: Config, runs: list[dict]) -> None:
             page.missing.append(f"{kind} results ({csv}): `{commands[kind]}`")
             continue
         try:
-            frame = pd.read_csv(csv)
+            frame = read_results_csv(csv)
         except (OSError, ValueError) as exc:
             page.missing.append(f"{kind} results: {csv} unreadable ({type(exc).__name__}); rerun `{commands[kind]}`")
             continue
@@ -424,7 +425,7 @@ def results_section(page: Page, config: Config, runs: list[dict]) -> None:
             main = frame[frame["variant"] == variant] if "variant" in frame.columns else frame.iloc[:0]
             which = f"{variant} on {main['features'].iloc[0]}" if len(main) and "features" in main.columns else variant
             parts.append(f"<h4>Per-class errors ({esc(which)}, test regions, mean over splits)</h4>")
-            parts.append(table_html(per_class_display(pd.read_csv(per_class))))
+            parts.append(table_html(per_class_display(read_results_csv(per_class))))
         else:
             page.missing.append(f"{kind} per-class errors ({per_class}): `{commands[kind]}`")
         for png_path in sorted(out.glob(f"curves_{config.training.variant}_*.png"))[:4]:

@@ -46,6 +46,11 @@ class Trial:
         return "".join(letters[f] for f in self.features)
 
 
+def read_results_csv(path: Path) -> pd.DataFrame:
+    """A results table written by an experiment; the variant named ``None`` stays a string, not NaN."""
+    return pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"])
+
+
 def results_dir(config: Config, kind: str) -> Path:
     """Where an experiment's tables and plots are written (also logged to MLflow)."""
     return config.work_dir / "results" / kind
@@ -193,7 +198,7 @@ def previous_result(config: Config, kind: str) -> tuple[pd.DataFrame, Path, dict
     out = results_dir(config, kind)
     try:
         record = json.loads((out / "run.json").read_text())
-        table = pd.read_csv(out / f"{kind}.csv")
+        table = read_results_csv(out / f"{kind}.csv")
     except (OSError, ValueError):
         return None
     if record.get("fingerprint") != experiment_fingerprint(config, kind) or not (out / f"{kind}.md").exists():
