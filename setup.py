@@ -12,7 +12,7 @@ VERSION = "0.1.0"  # keep in sync with src/landuse/__init__.py
 REQUIREMENTS = [
     line.split("#")[0].strip()
     for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
-    if line.split("#")[0].strip() and not line.startswith("pytest")
+    if line.split("#")[0].strip() and not line.startswith(("pytest", "pyspark"))
 ]
 
 setup(
@@ -24,7 +24,9 @@ setup(
     python_requires=">=3.11,<3.12",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    install_requires=["torch==2.13.0", *REQUIREMENTS],
-    extras_require={"test": ["pytest>=8"]},
+    # Clusters bring their own Spark (Databricks, EMR): pyspark is an extra, and torch is a range so
+    # a runtime's build is kept; the Makefile pins both (torch==2.13.0 CPU, pyspark from requirements).
+    install_requires=["torch>=2.1", *REQUIREMENTS],
+    extras_require={"spark": ["pyspark==3.5.3"], "test": ["pytest>=8"]},
     entry_points={"console_scripts": ["landuse=landuse.cli:main"]},
 )

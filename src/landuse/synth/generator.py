@@ -71,8 +71,9 @@ STATIONS_HEADER = "id,commonName,lat,lon,nbDocks"
 
 
 def default_class_map_dir() -> Path:
-    """``<repo>/conf/classmaps`` next to the source tree."""
-    return Path(landuse.__file__).resolve().parents[2] / "conf" / "classmaps"
+    """``conf/classmaps`` of the source checkout, else of the current directory (wheel or zip installs)."""
+    beside_source = Path(landuse.__file__).resolve().parents[2] / "conf" / "classmaps"
+    return beside_source if beside_source.is_dir() else Path.cwd() / "conf" / "classmaps"
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Regions, adjacency, spatial-join engines (Sedona and built-in) and polygon overlay."""
