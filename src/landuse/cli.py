@@ -42,6 +42,8 @@ TASKS = {
     "fusion": "the fusion ablation M_P, M_PI, M_PIG, M_PIGF, tracked in MLflow",
     "predict": "per-region predicted distributions, dominant class, entropy (--model URI)",
     "monitor": "planned vs actual: flag regions whose predicted use departs from inputs.planned",
+    "benchmark-embeddings": "region embeddings vs baselines vs published MVURE/MGFN/HREP/HAFusion (NYC mh-180) "
+                            "+ land-use MLP probe",
     "report": "self-contained HTML report (maps, ablation/per-class tables, data summaries), logged to MLflow",
 }
 

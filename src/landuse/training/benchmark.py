@@ -267,7 +267,12 @@ def candidates(config: Config, graph, xy: np.ndarray | None = None, extra: dict[
         out.append(Embedding("fused", "ours", ids, fuse([graph.features[k].numpy() for k in names]),
                              note="+".join(names) + ", each block z-scored and scaled to unit total variance"))
     if hidden:
-        h, split, metrics = hgcn_hidden(graph, config.training, config.seed, xy)
+        try:
+            h, split, metrics = hgcn_hidden(graph, config.training, config.seed, xy)
+        except ConfigError as exc:  # e.g. no flow edges for a flow variant: the other candidates still run
+            notes.append(f"hgcn_hidden and hgcn_untrained skipped: {exc}")
+            hidden = False
+    if hidden:
         split_ids = tuple(ids[s] for s in split)
         out.append(Embedding("hgcn_hidden", "ours", ids, h, split=split_ids,  # type: ignore[arg-type]
                              note=f"{config.training.variant} on {'+'.join(config.training.features)}, trained on "
