@@ -44,6 +44,8 @@ TASKS = {
     "monitor": "planned vs actual: flag regions whose predicted use departs from inputs.planned",
     "benchmark-embeddings": "region embeddings vs baselines vs published MVURE/MGFN/HREP/HAFusion (NYC mh-180) "
                             "+ land-use MLP probe",
+    "pretrain": "MMGR-style image-encoder pretraining (NT-Xent image-image + image-POI) -> image_embeddings",
+    "transfer": "cross-city transfer: pretrain on --source-config, fine-tune on --config at training fractions vs scratch",
     "report": "self-contained HTML report (maps, ablation/per-class tables, data summaries), logged to MLflow",
 }
 

@@ -172,6 +172,7 @@ class ImageEmbeddingConfig:
     ``landsat7_etm`` or ``raster`` with ``options.band_map``).
     """
 
+    source: Literal["statistics", "encoder"] = "statistics"  # H_img in node_features: band statistics, or image_embeddings from `landuse run pretrain`
     percentiles: tuple[float, ...] = (10.0, 50.0, 90.0)  # per-band / per-index percentiles, besides mean and std
     indices: tuple[str, ...] = SPECTRAL_INDICES  # any of ndvi, ndbi, mndwi; [] for single-band rasters
     apply_scale: bool = True  # apply the raster's per-band scale/offset (e.g. Landsat C2 L2 -> reflectance)

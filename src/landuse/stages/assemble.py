@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from landuse.config import Config, ConfigError
+from landuse.constants import MANIFEST_FILE
 from landuse.runner import Stage, StageContext
 from landuse.spark.io import parquet_rows, read_pandas, read_table, table_path, write_spark
 from landuse.spark.schemas import REGION_ID, T_FLOWS, T_LABELS, T_REGIONS
@@ -27,6 +28,7 @@ from landuse.stages.imagery import IMAGERY_STAGE, LOCATION_STAGE, T_GEO_FEATURES
 
 log = logging.getLogger(__name__)
 T_NODE_FEATURES = "node_features"
+T_IMAGE_EMBEDDINGS = "image_embeddings"  # written by `landuse run pretrain` (landuse.training.image_embeddings)
 T_EDGES_FLOW = "edges_flow"
 
 # modality -> (stage that makes it, its table, its flag column)
@@ -47,7 +49,10 @@ def run(ctx: StageContext) -> None:
     modalities: dict[str, pd.DataFrame] = {}
     for name, (stage, table, flag) in MODALITY_SOURCES.items():
         if stage.enabled(config):
-            modalities[name] = read_pandas(config, table, stage.name, columns=[REGION_ID, "vector", flag])
+            producer = stage.name
+            if name == "image" and config.embeddings.image.source == "encoder":
+                table, producer = T_IMAGE_EMBEDDINGS, "pretrain"  # H_img = Pooling(Overlay(encoder(patches)))
+            modalities[name] = read_pandas(config, table, producer, columns=[REGION_ID, "vector", flag])
     labels = read_pandas(config, T_LABELS, "labels") if config.inputs.landuse is not None else None
     classes = list(config.labels.classes)
     try:
@@ -76,12 +81,20 @@ def outputs(config: Config) -> dict:
     return out
 
 
+def inputs(config: Config) -> list:
+    """The encoder's image_embeddings (not a pipeline stage) when H_img comes from it."""
+    if config.embeddings.image.source != "encoder":
+        return []
+    return [table_path(config, T_IMAGE_EMBEDDINGS) / MANIFEST_FILE]
+
+
 STAGE = Stage(
     name="assemble",
     description="Petastorm-ready training tables: node_features shards (all modalities + labels), edges_flow",
     run=run,
     outputs=outputs,
-    config_keys=("labels", "assemble"),
+    config_keys=("labels", "assemble", "embeddings.image.source"),
+    inputs=inputs,
     upstream=("regions", "flows", "labels", "poi-embeddings", "flow-embeddings", "imagery", "location"),
     enabled=lambda config: config.inputs.regions is not None,
 )
