@@ -122,10 +122,10 @@ def test_nyc_manhattan_stages(spark, shared_data: Path, repo_root: Path, tmp_pat
         assert summary["trips_in"] == summary["trips_assigned"] + summary["trips_unassigned"]
     assert read_manifest(config.tables_dir / "poi_counts")["pois_assigned"] == 5103
     assert len(table(config, "regions")) == 180
-    # H_img from the single-band temperature raster: it covers 117 regions fully (data README)
+    # H_img from the single-band temperature raster: it covers 117 regions fully (data README), 125 in part
     image = table(config, "image_features")
     assert len(image) == 180 and all(len(v) == 5 for v in image["vector"])  # lst: mean, std, p10, p50, p90
-    assert (image["coverage"] > 0.99).sum() >= 117
+    assert (image["coverage"] > 0.95).sum() >= 117  # pixel-centre rule: fully covered regions read ~0.98-1.0
     means = np.array([v[0] for v in image.loc[image["has_image"], "vector"]])
     assert 20 < means.min() and means.max() < 50  # degrees Celsius on a July afternoon
     graph = load_graph(config.tables_dir, classes=classes)
