@@ -279,7 +279,7 @@ class TrainingConfig:
 class MonitoringConfig:
     """Planned-vs-actual monitoring: flag regions whose predicted use departs from the plan."""
 
-    threshold: float = 0.2  # flag when p(predicted dominant) - p(planned class) >= threshold
+    threshold: float = 0.5  # flag when p(predicted dominant) - p(planned class) >= threshold
 
     def _problems(self) -> list[tuple[str, str]]:
         return [] if 0 <= self.threshold <= 1 else [("threshold", "must be in [0, 1]")]
