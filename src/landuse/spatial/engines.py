@@ -100,8 +100,8 @@ class SpatialJoinEngine(abc.ABC):
     def _output_columns(
         points: "DataFrame", regions: "DataFrame", x_col: str, y_col: str, out_col: str,
         keep_columns: Sequence[str] | None,
-    ) -> list[str]:
-        """Validate the arguments; return the input columns to carry through."""
+    ) -> tuple[list[str], list[str]]:
+        """Validate the arguments; return (columns to carry through, those plus the coordinates)."""
         keep = list(points.columns) if keep_columns is None else list(keep_columns)
         _require_columns(points, [x_col, y_col, *keep], "points")
         _require_columns(regions, [REGION_ID, GEOMETRY], "regions")
@@ -109,7 +109,7 @@ class SpatialJoinEngine(abc.ABC):
             raise SpatialJoinError(f"keep_columns has duplicates: {keep}")
         if out_col in keep:
             raise SpatialJoinError(f"output column {out_col!r} already exists in the input")
-        return keep
+        return keep, keep + [c for c in dict.fromkeys([x_col, y_col]) if c not in keep]
 
 
 class BuiltinJoinEngine(SpatialJoinEngine):
@@ -138,8 +138,7 @@ class BuiltinJoinEngine(SpatialJoinEngine):
         out_col: str = REGION_ID,
         keep_columns: Sequence[str] | None = None,
     ) -> "DataFrame":
-        keep = self._output_columns(points, regions, x_col, y_col, out_col, keep_columns)
-        inputs = keep + [c for c in dict.fromkeys([x_col, y_col]) if c not in keep]
+        keep, inputs = self._output_columns(points, regions, x_col, y_col, out_col, keep_columns)
         if inputs != points.columns:
             points = points.select(*[_quoted(c) for c in inputs])
         out_schema = StructType([points.schema[c] for c in keep] + [StructField(out_col, LongType(), True)])
@@ -224,8 +223,7 @@ class SedonaJoinEngine(SpatialJoinEngine):
         out_col: str = REGION_ID,
         keep_columns: Sequence[str] | None = None,
     ) -> "DataFrame":
-        keep = self._output_columns(points, regions, x_col, y_col, out_col, keep_columns)
-        inputs = keep + [c for c in dict.fromkeys([x_col, y_col]) if c not in keep]
+        keep, inputs = self._output_columns(points, regions, x_col, y_col, out_col, keep_columns)
         left = points.select(*[_quoted(c) for c in inputs]).withColumn(self._ROW_ID, F.monotonically_increasing_id())
         right = regions.select(
             F.col(REGION_ID).alias(self._REGION_ID),

@@ -13,7 +13,7 @@ import copy
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -132,15 +132,23 @@ def train_split(
     seed: int,
     device: torch.device,
     index: int = 0,
+    init: Callable[[HGCN], Any] | None = None,
 ) -> SplitRun:
-    """Train one model on one split; keep the epoch chosen by ``cfg.selection``."""
+    """Train one model on one split; keep the epoch chosen by ``cfg.selection``.
+
+    ``init`` is applied to the freshly built model before training (e.g. loading pretrained
+    weights for transfer); it must not draw random numbers, so the seed's dropout masks stay the same.
+    """
     torch.manual_seed(seed)
     train, val, test = (torch.as_tensor(s, dtype=torch.long, device=device) for s in split)
     mean, std = standardise(x, train.cpu(), cfg.standardize)
     xs = ((x - mean) / std).to(device)
     y = y.to(device)
     ops = {k: v.to(device) for k, v in operators.items()}
-    model = HGCN(x.shape[1], y.shape[1], variant=variant, dropout=cfg.dropout).to(device)
+    model = HGCN(x.shape[1], y.shape[1], variant=variant, dropout=cfg.dropout)
+    if init is not None:
+        init(model)
+    model = model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     pick = val if cfg.selection == "validation" else test
     curves = {k: np.empty(cfg.epochs) for k in ("train_kl", "val_kl", "test_kl")}

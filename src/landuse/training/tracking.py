@@ -129,22 +129,20 @@ def register_model(model_uri: str, name: str, val_kl: float, tags: dict[str, str
     return str(version.version), better
 
 
-def plot_curves(curves: dict[str, Iterable[np.ndarray]], path: Path, title: str) -> Path:
-    """Mean ± std training curves over splits as a PNG."""
+def plot_bands(series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path, title: str,
+               xlabel: str, ylabel: str, marker: str | None = None) -> Path:
+    """Lines with ±std bands, ``{label: (x, mean, std)}``, saved as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for name, runs in curves.items():
-        stack = np.vstack(list(runs))
-        mean, std = np.nanmean(stack, 0), np.nanstd(stack, 0)
-        steps = np.arange(len(mean))
-        ax.plot(steps, mean, label=name)
-        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("KL(y || y_hat)")
+    for label, (x, mean, std) in series.items():
+        ax.plot(x, mean, marker=marker, label=label)
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
@@ -152,3 +150,12 @@ def plot_curves(curves: dict[str, Iterable[np.ndarray]], path: Path, title: str)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_curves(curves: dict[str, Iterable[np.ndarray]], path: Path, title: str) -> Path:
+    """Mean ± std training curves over splits as a PNG."""
+    series = {}
+    for name, runs in curves.items():
+        stack = np.vstack(list(runs))
+        series[name] = (np.arange(stack.shape[1]), np.nanmean(stack, 0), np.nanstd(stack, 0))
+    return plot_bands(series, path, title, "epoch", "KL(y || y_hat)")

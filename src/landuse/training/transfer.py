@@ -25,10 +25,8 @@ target's variant, on all labelled source regions split 90 / 10 for epoch selecti
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -40,10 +38,9 @@ import torch
 from landuse.config import Config, ConfigError, TrainingConfig
 from landuse.data.reader import GraphData
 from landuse.models.hgcn import HGCN
-from landuse.training.metrics import evaluate, kl_loss
 from landuse.training.protocol import (
     METRICS, OPERATOR_EDGES, SMALL_GRAPH, SplitRun, build_operators, cpu_threads, feature_matrix,
-    needed_operators, pick_device, standardise, train_split,
+    needed_operators, pick_device, train_split,
 )
 from landuse.training.splits import random_splits
 
@@ -107,46 +104,11 @@ def train_split_from(
     so the same dropout masks; the same epoch rule) but the model starts from the given weights
     (see :func:`transfer_state`) and every layer is fine-tuned.
     """
-    if init_state is None:
-        return train_split(x, y, operators, variant, split, cfg, seed, device, index=index)
-    torch.manual_seed(seed)
-    train, val, test = (torch.as_tensor(s, dtype=torch.long, device=device) for s in split)
-    mean, std = standardise(x, train.cpu(), cfg.standardize)
-    xs = ((x - mean) / std).to(device)
-    y = y.to(device)
-    ops = {k: v.to(device) for k, v in operators.items()}
-    model = HGCN(x.shape[1], y.shape[1], variant=variant, dropout=cfg.dropout)
-    transfer_state(model, {k: v.cpu() for k, v in init_state.items()}, reinit_head)
-    model = model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    pick = val if cfg.selection == "validation" else test
-    curves = {k: np.empty(cfg.epochs) for k in ("train_kl", "val_kl", "test_kl")}
-    best = (math.inf, -1)
-    best_state: dict[str, torch.Tensor] = {}
-    best_logits = None
-    for epoch in range(cfg.epochs):
-        model.train()
-        optimiser.zero_grad()
-        kl_loss(model(xs, ops)[train], y[train]).backward()
-        optimiser.step()
-        model.eval()
-        with torch.no_grad():
-            logits = model(xs, ops)
-            kls = [kl_loss(logits[s], y[s]).item() if len(s) else math.nan for s in (train, val, test)]
-        curves["train_kl"][epoch], curves["val_kl"][epoch], curves["test_kl"][epoch] = kls
-        score = kl_loss(logits[pick], y[pick]).item()
-        if score < best[0]:
-            best = (score, epoch)
-            best_state = copy.deepcopy(model.state_dict())
-            best_logits = logits
-    assert best_logits is not None
-    metrics = {name: evaluate(best_logits[s], y[s]) for name, s in (("train", train), ("val", val), ("test", test)) if len(s)}
-    return SplitRun(
-        split=index, best_epoch=best[1], metrics=metrics, curves=curves,
-        state={k: v.cpu() for k, v in best_state.items()}, mean=mean, std=std,
-        probs=torch.softmax(best_logits, -1).cpu().numpy(),
-        indices={"train": split[0], "val": split[1], "test": split[2]},
-    )
+    init = None
+    if init_state is not None:
+        source = {k: v.cpu() for k, v in init_state.items()}
+        init = lambda model: transfer_state(model, source, reinit_head)  # noqa: E731
+    return train_split(x, y, operators, variant, split, cfg, seed, device, index=index, init=init)
 
 
 @dataclass
@@ -282,26 +244,13 @@ def markdown(table: pd.DataFrame, title: str, selection: str, note: str = "") ->
 
 def plot_transfer(table: pd.DataFrame, path: Path, title: str) -> Path:
     """Test KL against the training fraction for scratch and transfer, mean ± std bands (PNG)."""
-    import matplotlib
+    from landuse.training.tracking import plot_bands
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    series = {}
     for method in METHODS:
         part = table[table["method"] == method].sort_values("fraction")
-        f, mean, std = part["fraction"].to_numpy() * 100, part["kl"].to_numpy(), part["kl_std"].to_numpy()
-        ax.plot(f, mean, marker="o", label=method)
-        ax.fill_between(f, mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("target training regions (% of labelled)")
-    ax.set_ylabel("test KL(y || y_hat)")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        series[method] = (part["fraction"].to_numpy() * 100, part["kl"].to_numpy(), part["kl_std"].to_numpy())
+    return plot_bands(series, path, title, "target training regions (% of labelled)", "test KL(y || y_hat)", marker="o")
 
 
 def load_city(config: Config, variant: str, features: Sequence[str]) -> City:
