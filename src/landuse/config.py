@@ -178,7 +178,7 @@ class ImageEmbeddingConfig:
     apply_scale: bool = True  # apply the raster's per-band scale/offset (e.g. Landsat C2 L2 -> reflectance)
     all_touched: bool = False  # pixel-in-polygon rule: False = pixel centre inside, True = any overlap
     patches: bool = True  # also cut fixed-size multi-band tiles per region (image_patches table)
-    patch_size: int = 16  # pixels per side
+    patch_size: int = 8  # pixels per side; about one region works best (8 x 30 m Landsat = one 250 m cell)
     patch_stride: Optional[int] = None  # pixels between tile origins; None = patch_size (no overlap)
     partitions: Optional[int] = None  # Spark partitions of the per-region work; None = spark.shuffle_partitions
 

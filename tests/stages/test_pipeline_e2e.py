@@ -183,6 +183,48 @@ print(json.dumps({"kl": kl_loss(logits[val], graph.y[val]).item(), "logged": flo
 """
 
 
+def test_pretrain_command_resumes_and_feeds_assemble(synthetic_run, repo_root: Path, capsys) -> None:
+    """``landuse run pretrain`` on the tiny city: checkpoints, resume, MLflow, image_embeddings, then
+    ``assemble`` with ``embeddings.image.source=encoder`` takes H_img from it."""
+    import mlflow
+
+    from landuse.entrypoints.pretrain import main as pretrain_main
+    from landuse.runner import run_pipeline
+
+    profile, base, _ = synthetic_run
+    conf = str(repo_root / f"conf/synthetic_{profile}.yaml")
+    overrides = [f"work_dir={base.work_dir}", "synth.scale=tiny", "spark.shuffle_partitions=2"]
+    common = ["--config", conf, *overrides, "--batch-size", "16"]
+    assert pretrain_main([*common, "--epochs", "2"]) == 0
+    ckpts = sorted(p.name for p in (base.work_dir / "checkpoints" / "pretrain").glob("epoch-*.pt"))
+    assert ckpts == ["epoch-0001.pt", "epoch-0002.pt"]
+    assert pretrain_main([*common, "--epochs", "3"]) == 0  # resumes: only epoch 3 is trained
+    assert "3 epoch(s)" in capsys.readouterr().out
+    # other augmentation settings cannot continue these checkpoints; bad values are one-line errors
+    assert pretrain_main([*common, "--epochs", "4", "--jitter-gain", "0.2"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert pretrain_main([*common, "--band-dropout", "1.5"]) == 2
+    assert "band_dropout 1.5 must be a probability" in capsys.readouterr().err
+
+    emb = table(base, "image_embeddings")
+    assert sorted(emb["region_id"]) == sorted(table(base, "regions")["region_id"])
+    assert emb["has_image"].sum() > 0.9 * len(emb) and len(emb["vector"].iloc[0]) == 64
+    runs = mlflow.MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name(base.mlflow.experiment).experiment_id],
+        filter_string="attributes.run_name = 'pretrain-smallcnn' and attributes.status = 'FINISHED'")
+    assert len(runs) == 2  # the refused resume is marked FAILED, not FINISHED
+    assert all(r.data.params["augment_gain"] == "0.05" and r.data.metrics["pretrain_loss"] > 0 for r in runs)
+
+    encoder_config = load_config(repo_root / f"conf/synthetic_{profile}.yaml",
+                                 overrides + ["embeddings.image.source=encoder"])
+    run_pipeline(encoder_config, STAGES, only=["assemble"])
+    from landuse.data.reader import load_graph
+
+    graph = load_graph(encoder_config.tables_dir, classes=list(encoder_config.labels.classes), edges=())
+    assert graph.features["image"].shape[1] == 64
+    run_pipeline(base, STAGES, only=["assemble"])  # back to band statistics for the tests below
+
+
 def test_training_tracking_registry_predict(synthetic_run, repo_root: Path) -> None:
     import json
     import subprocess

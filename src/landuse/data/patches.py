@@ -167,7 +167,7 @@ def poi_tile_tokens(pois: pd.DataFrame, raster_path: str, tiles: torch.Tensor, s
         transformer = pyproj.Transformer.from_crs("EPSG:4326", src.crs, always_xy=True)
         x, y = transformer.transform(frame[lon].to_numpy(), frame[lat].to_numpy())
         inverse = ~src.transform
-        col_f, row_f = inverse * (np.asarray(x), np.asarray(y))
+        col_f, row_f = inverse @ (np.asarray(x), np.asarray(y))
     rows, cols = np.floor(row_f).astype(np.int64), np.floor(col_f).astype(np.int64)
     index = {(int(r), int(c)): i for i, (r, c) in enumerate(tiles.tolist())}
     tokens: list[list[int]] = [[] for _ in range(len(index))]

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from landuse.config import ConfigError
@@ -37,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tau", type=float, default=0.5, help="NT-Xent temperature (0.5)")
     parser.add_argument("--w-intra", type=float, default=0.5, help="weight of image-image NT-Xent (0.5)")
     parser.add_argument("--w-inter", type=float, default=0.5, help="weight of image-POI NT-Xent (0.5)")
+    parser.add_argument("--crop-min", type=float, default=0.5, help="smallest random-resized-crop area fraction (0.5)")
+    parser.add_argument("--jitter-gain", type=float, default=0.05, help="band-wise gain jitter 1 ± U(gain) (0.05)")
+    parser.add_argument("--jitter-offset", type=float, default=0.1, help="band-wise offset jitter, in band stds (0.1)")
+    parser.add_argument("--band-dropout", type=float, default=0.1, help="probability a band is dropped (set to its mean) (0.1)")
     parser.add_argument("--poi-pooling", default="set2set", choices=["set2set", "attention"])
     parser.add_argument("--poi-level", type=int, default=None, help="POI category level (default embeddings.poi.level)")
     parser.add_argument("--seed", type=int, default=None, help="default: the config's seed")
@@ -69,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         import pyarrow.parquet as pq
         import torch
 
+        from landuse.data.augment import MultispectralAugment
         from landuse.data.patches import load_training_patches
         from landuse.models.encoders import MMGRModel, POISetEncoder, load_external_encoder, make_encoder
         from landuse.training.image_embeddings import T_IMAGE_EMBEDDINGS, region_image_embeddings, write_image_embeddings
@@ -89,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else config.work_dir / "checkpoints" / "pretrain"
+        try:
+            augment = MultispectralAugment(crop_scale=(args.crop_min, 1.0), gain=args.jitter_gain,
+                                           offset=args.jitter_offset, band_dropout=args.band_dropout)
+        except ValueError as exc:
+            raise ConfigError(f"augmentation flags: {exc}") from None
         settings = PretrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, tau=args.tau,
                                     w_intra=args.w_intra, w_inter=args.w_inter, seed=seed)
         tracking = contextlib.nullcontext()
@@ -113,12 +124,16 @@ def main(argv: list[str] | None = None) -> int:
                 encoder.set_normalization(*patches.band_stats())
                 model = MMGRModel(encoder, POISetEncoder(max(len(patches.vocabulary), 1), pooling=args.poi_pooling))
                 model.to(args.device)
-                history = pretrain(model, patches.pixels.to(args.device), patches.poi_tokens, settings,
-                                   checkpoint_dir=checkpoint_dir, tracker=mlflow)
+                try:
+                    history = pretrain(model, patches.pixels.to(args.device), patches.poi_tokens, settings,
+                                       augment=augment, checkpoint_dir=checkpoint_dir, tracker=mlflow)
+                except ValueError as exc:  # a checkpoint written with other settings
+                    raise ConfigError(str(exc)) from None
                 encoder = model.image_encoder.to("cpu")
             params = {"encoder": args.encoder, "encoder_args": json.dumps(encoder_kw), "external": args.external or "",
                       "band_map": args.band_map or "", "poi_level": level, "poi_pooling": args.poi_pooling,
-                      "tiles": len(patches), "tile_stride": stride, **{k: v for k, v in vars(settings).items()}}
+                      "tiles": len(patches), "tile_stride": stride, **{k: v for k, v in vars(settings).items()},
+                      **{f"augment_{k}": v for k, v in asdict(augment).items()}}
             if mlflow is not None:
                 mlflow.log_params({k: str(v) for k, v in params.items()})
             regions_dir = config.tables_dir / "regions"

@@ -112,6 +112,8 @@ def pretrain(
     if len(poi_tokens) != len(pixels):
         raise ValueError(f"pretrain: {len(pixels)} tiles but {len(poi_tokens)} POI token lists")
     augment = augment or MultispectralAugment()
+    # what a resumed run must share with the checkpoint it continues (the augmentations included)
+    run_settings = {**asdict(settings), "augment": asdict(augment)}
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     history: list[float] = []
     start = 0
@@ -122,7 +124,7 @@ def pretrain(
         if found is not None:
             state = torch.load(found, map_location="cpu", weights_only=False)
             saved = state.get("settings", {})
-            differs = {k: (saved.get(k), v) for k, v in asdict(settings).items() if k != "epochs" and saved.get(k) != v}
+            differs = {k: (saved.get(k), v) for k, v in run_settings.items() if k != "epochs" and saved.get(k) != v}
             if differs:
                 raise ValueError(f"{found}: checkpoint was written with other settings {differs} "
                                  f"(use another --checkpoint-dir or the same settings)")
@@ -147,7 +149,8 @@ def pretrain(
                 log.info("pretrain: epoch %d skips a batch of %d sample (NT-Xent needs negatives)", epoch, len(idx))
                 continue
             x = pixels[idx]
-            v1, v2 = augment(x, gen), augment(x, gen)
+            fill = model.image_encoder.band_mean.to(x.device)
+            v1, v2 = augment(x, gen, fill), augment(x, gen, fill)
             z1, z2 = model.image(v1), model.image(v2)
             intra = nt_xent(z1, z2, settings.tau)
             with_pois = has_pois[idx]
@@ -175,7 +178,7 @@ def pretrain(
         if checkpoint_dir is not None:
             _save(checkpoint_dir / f"epoch-{epoch:04d}.pt", {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "history": history, "torch_rng": torch.get_rng_state(), "settings": asdict(settings),
+                "history": history, "torch_rng": torch.get_rng_state(), "settings": run_settings,
             })
     model.eval()
     return history
