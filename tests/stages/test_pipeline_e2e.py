@@ -194,7 +194,8 @@ def test_pretrain_command_resumes_and_feeds_assemble(synthetic_run, repo_root: P
     profile, base, _ = synthetic_run
     conf = str(repo_root / f"conf/synthetic_{profile}.yaml")
     overrides = [f"work_dir={base.work_dir}", "synth.scale=tiny", "spark.shuffle_partitions=2"]
-    common = ["--config", conf, *overrides, "--batch-size", "16"]
+    # its own MLflow experiment: the training test below counts the runs of the default one
+    common = ["--config", conf, *overrides, "mlflow.experiment=pretrain-e2e", "--batch-size", "16"]
     assert pretrain_main([*common, "--epochs", "2"]) == 0
     ckpts = sorted(p.name for p in (base.work_dir / "checkpoints" / "pretrain").glob("epoch-*.pt"))
     assert ckpts == ["epoch-0001.pt", "epoch-0002.pt"]
@@ -210,7 +211,7 @@ def test_pretrain_command_resumes_and_feeds_assemble(synthetic_run, repo_root: P
     assert sorted(emb["region_id"]) == sorted(table(base, "regions")["region_id"])
     assert emb["has_image"].sum() > 0.9 * len(emb) and len(emb["vector"].iloc[0]) == 64
     runs = mlflow.MlflowClient().search_runs(
-        [mlflow.get_experiment_by_name(base.mlflow.experiment).experiment_id],
+        [mlflow.get_experiment_by_name("pretrain-e2e").experiment_id],
         filter_string="attributes.run_name = 'pretrain-smallcnn' and attributes.status = 'FINISHED'")
     assert len(runs) == 2  # the refused resume is marked FAILED, not FINISHED
     assert all(r.data.params["augment_gain"] == "0.05" and r.data.metrics["pretrain_loss"] > 0 for r in runs)
