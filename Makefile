@@ -58,7 +58,9 @@ nyc: venv java-check
 test: venv java-check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# pretrain_probe reads the default city's tables: build them first (unchanged stages are skipped)
 bench: venv java-check
+	$(BIN)/landuse pipeline --config conf/synthetic_shenzhen.yaml
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
