@@ -134,6 +134,7 @@ def pretrain(
             history, start = list(state["history"]), int(state["epoch"])
             log.info("pretrain: resumed from %s (epoch %d)", found, start)
     has_pois = torch.tensor([len(t) > 0 for t in poi_tokens])
+    fill = model.image_encoder.band_mean.to(pixels.device)  # dropped bands read as the band mean
     n = len(pixels)
     last = settings.epochs if stop_after is None else min(settings.epochs, stop_after)
     for epoch in range(start + 1, last + 1):
@@ -149,7 +150,6 @@ def pretrain(
                 log.info("pretrain: epoch %d skips a batch of %d sample (NT-Xent needs negatives)", epoch, len(idx))
                 continue
             x = pixels[idx]
-            fill = model.image_encoder.band_mean.to(x.device)
             v1, v2 = augment(x, gen, fill), augment(x, gen, fill)
             z1, z2 = model.image(v1), model.image(v2)
             intra = nt_xent(z1, z2, settings.tau)

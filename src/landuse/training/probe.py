@@ -57,7 +57,7 @@ def pretrained_vs_random_probe(tables_dir: Path, raster_path: str, settings: Pre
 
     from landuse.data.patches import load_training_patches
     from landuse.models.encoders import MMGRModel, POISetEncoder, SmallCNN
-    from landuse.training.image_embeddings import region_image_embeddings
+    from landuse.training.image_embeddings import encode_tiles, pool_regions
     from landuse.training.pretrain import pretrain
 
     tables_dir = Path(tables_dir)
@@ -73,8 +73,13 @@ def pretrained_vs_random_probe(tables_dir: Path, raster_path: str, settings: Pre
     labels = labels[labels["coverage"] > 0]
     out: dict[str, float] = {"tiles": float(len(patches)), "loss_first": history[0] if history else float("nan"),
                              "loss_last": history[-1] if history else float("nan")}
+    # the tiles and their region memberships are already in memory: encode and pool them there
+    # rather than streaming image_patches again for each encoder
+    m = patches.memberships
+    tile_pixels = int(patches.pixels.shape[-1] * patches.pixels.shape[-2])
     for name, enc in (("pretrained", model.image_encoder), ("random", untrained)):
-        table = region_image_embeddings(enc, tables_dir / "image_patches")
+        table = pool_regions(m["region_id"].to_numpy(), m["tile"].to_numpy(), m["overlap"].to_numpy(),
+                             m["valid_fraction"].to_numpy(), encode_tiles(enc, patches.pixels), tile_pixels=tile_pixels)
         table = table[table["has_image"]].merge(labels, on="region_id")
         x, y = np.stack(table["vector"]), table[classes].to_numpy()
         scores = [dominant_class_probe(x, y, seed=k) for k in range(probe_seeds)]
