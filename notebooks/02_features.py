@@ -1,7 +1,7 @@
 # Databricks notebook source
 # MAGIC %md
 # MAGIC # 02 — features
-# MAGIC Runs the representation stages (`flow-embeddings`, `poi-embeddings`, `imagery`, `location`) and
+# MAGIC Runs the representation stages (`flow-embeddings`, `poi-embeddings`, `poi-features`, `imagery`, `location`, `buildings`) and
 # MAGIC `assemble`, which writes the Petastorm-ready training tables; then shows the node-feature
 # MAGIC modalities and the tensors the trainer reads. Needs notebook 01 (or `landuse pipeline`) first.
 
@@ -20,7 +20,8 @@ from landuse.notebook import stage_results
 
 config = nb.load(params)
 results = run_pipeline(config, STAGES, force=params["force"] == "true",
-                       only=["flow-embeddings", "poi-embeddings", "imagery", "location", "assemble"])
+                       only=["flow-embeddings", "poi-embeddings", "poi-features", "imagery", "location", "buildings",
+                             "assemble"])
 nb.show(stage_results(results), "stages")
 
 # COMMAND ----------

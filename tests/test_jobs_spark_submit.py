@@ -24,7 +24,8 @@ TRAIN = ["training.splits=2", "training.epochs=10", "training.progress=false"]
 STAGE_JOBS = [
     ("synth", "synth"), ("regions", "regions"), ("ingest", "ingest"), ("flows", "flows"), ("pois", "pois"),
     ("labels", "labels"), ("flow_embeddings", "flow-embeddings"), ("poi_embeddings", "poi-embeddings"),
-    ("imagery", "imagery"), ("location", "location"), ("assemble", "assemble"),
+    ("poi_features", "poi-features"), ("imagery", "imagery"), ("location", "location"),
+    ("buildings", "buildings"), ("assemble", "assemble"),
 ]
 _failed: list[str] = []  # jobs of the chain that failed; later ones skip with that reason
 

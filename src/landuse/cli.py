@@ -40,10 +40,13 @@ TASKS = {
     "train": "train training.variant over K splits; MLflow run, registered model (champion if better)",
     "ablation": "the 14-variant thesis ablation table (CSV + Markdown), tracked in MLflow",
     "fusion": "the fusion ablation M_P, M_PI, M_PIG, M_PIGF, tracked in MLflow",
+    "tune": "model selection on validation KL (tune:), best retrained once, test reported, registered",
     "predict": "per-region predicted distributions, dominant class, entropy (--model URI)",
     "monitor": "planned vs actual: flag regions whose predicted use departs from inputs.planned",
     "benchmark-embeddings": "region embeddings vs baselines vs published MVURE/MGFN/HREP/HAFusion (NYC mh-180) "
                             "+ land-use MLP probe",
+    "benchmark-landuse": "land-use distribution under the published region-embedding protocol (MLP probe, R repeats) "
+                         "for every feature table and our models, beside published results",
     "pretrain": "MMGR-style image-encoder pretraining (NT-Xent image-image + image-POI) -> image_embeddings",
     "transfer": "cross-city transfer: pretrain on --source-config, fine-tune on --config at training fractions vs scratch",
     "report": "self-contained HTML report (maps, ablation/per-class tables, data summaries), logged to MLflow",

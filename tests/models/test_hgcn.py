@@ -8,9 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from landuse.constants import HGCN_VARIANTS
-from landuse.data.operators import adjacency_operator, avg_flow_operator, distance_decay_operator, flow_operators
+from landuse.constants import HGCN_VARIANTS, SAGE_VARIANTS
+from landuse.data.operators import (adjacency_operator, avg_flow_operator, distance_decay_operator, flow_operators,
+                                    neighbour_mean_operator)
 from landuse.models import DEFAULT_HEAD_DIMS, HEADS, OPERATORS, VARIANTS, BoundHGCN, HGCN, sparse_mm
+from landuse.models.hgcn import variant_defaults
 from landuse.training.metrics import kl_loss
 
 N, F_IN, C = 40, 6, 5
@@ -30,6 +32,7 @@ def make_graph(seed: int = 0, n: int = N) -> tuple[torch.Tensor, dict[str, torch
         "out": out_op,
         "in": in_op,
         "avg": avg_flow_operator(out_op, in_op),
+        "nbr": neighbour_mean_operator(ei, n),
     }
     return x, ops
 
@@ -49,14 +52,14 @@ def graph() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
 
 
 def test_variant_table():
-    assert VARIANTS == HGCN_VARIANTS and len(VARIANTS) == 14 and tuple(HEADS) == VARIANTS
+    assert VARIANTS[:14] == HGCN_VARIANTS and VARIANTS[14:] == SAGE_VARIANTS and tuple(HEADS) == VARIANTS
     assert HEADS["None"] == () and HEADS["Adj-Tri-GCN"] == ("adj", "in", "out")
     assert HEADS["Tri-GCN"] == ("self", "in", "out") and HEADS["Bi-GCN_avg"] == ("self", "avg")
     assert HEADS["Adj-Bi-GCN_out"] == ("adj", "out") and HEADS["GCN_dd"] == ("dd",)
     assert HGCN(F_IN, C).head_dims == {"adj": 32, "in": 16, "out": 16}  # the paper's HGCN: 64 → 32 → 16 → C
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", HGCN_VARIANTS)
 def test_every_variant_forward_and_gradients(variant, graph):
     x, ops = graph
     model = HGCN(F_IN, C, variant)
@@ -68,6 +71,44 @@ def test_every_variant_forward_and_gradients(variant, graph):
     F.kl_div(F.log_softmax(logits, -1), torch.full((N, C), 1 / C), reduction="batchmean").backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("variant", SAGE_VARIANTS)
+def test_sage_variants_keep_a_self_term_and_train(variant, graph):
+    x, ops = graph
+    model = HGCN(F_IN, C, variant, **variant_defaults(variant))
+    assert "self" in model.head_names
+    assert ("nbr" in model.required_operators) == any(h.startswith("nbr") for h in HEADS[variant])
+    logits = model(x, ops)
+    assert logits.shape == (N, C) and torch.isfinite(logits).all()
+    F.kl_div(F.log_softmax(logits, -1), torch.full((N, C), 1 / C), reduction="batchmean").backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    # the self head alone keeps a region's own signal: an isolated node's output depends on its features
+    iso = {k: torch.zeros(N, N).to_sparse_csr() for k in ops}
+    model.eval()
+    with torch.no_grad():
+        x2 = x.clone()
+        x2[0] += 1.0
+        assert not torch.allclose(model(x, iso)[0], model(x2, iso)[0])
+
+
+def test_nbr2_is_two_hops_of_the_neighbour_mean(graph):
+    x, ops = graph
+    model = HGCN(F_IN, C, "SAGE_adj2", **variant_defaults("SAGE_adj2"))
+    h = model.head_lin(x).split(list(model.head_dims.values()), dim=1)
+    dense = ops["nbr"].to_dense()
+    assert torch.allclose(model._aggregate("nbr2", h[2], ops), dense @ (dense @ h[2]), atol=1e-5)
+    assert torch.allclose(dense.sum(1)[dense.sum(1) > 0], torch.ones(int((dense.sum(1) > 0).sum())))
+    assert torch.all(dense.diagonal() == 0)
+
+
+def test_gated_fusion_mixes_equal_width_heads(graph):
+    x, ops = graph
+    model = HGCN(F_IN, C, "Gated-SAGE_all", **variant_defaults("Gated-SAGE_all"))
+    assert model.hidden(x, ops).shape == (N, 32) and model.trunk[1].in_features == 32
+    with pytest.raises(ValueError, match="gated"):
+        HGCN(F_IN, C, "GCN_adj", fusion="gated")
 
 
 def test_operator_dependence(graph):

@@ -168,7 +168,7 @@ FRESH_PROCESS_CHECK = """
 import json, sys, mlflow, torch
 from landuse.data.reader import load_graph
 from landuse.training.metrics import kl_loss
-from landuse.training.protocol import feature_matrix
+from landuse.training.protocol import model_input
 uri, tables, name = sys.argv[1], sys.argv[2], sys.argv[3]
 mlflow.set_tracking_uri(uri); mlflow.set_registry_uri(uri)
 model = mlflow.pytorch.load_model(f"models:/{name}@champion")
@@ -177,7 +177,7 @@ meta = mlflow.models.get_model_info(f"models:/{name}@champion").metadata
 split = mlflow.artifacts.load_dict(f"runs:/{version.tags['run_id']}/model_split.json")
 graph = load_graph(tables, classes=meta["classes"], edges=())
 with torch.no_grad():
-    logits = model(feature_matrix(graph, meta["features"]))
+    logits = model(model_input(graph, meta["features"], meta.get("presence", False), meta.get("spatial_lag", 0)))
 val = torch.as_tensor(split["val"])
 print(json.dumps({"kl": kl_loss(logits[val], graph.y[val]).item(), "logged": float(version.tags["val_kl"])}))
 """

@@ -62,7 +62,7 @@ def test_plan_is_the_true_dominant_class_except_injected_deviations(cities: dict
 def test_planned_files_are_in_the_manifest_and_deterministic(cities: dict[str, Path], tmp_path: Path) -> None:
     city = cities["shenzhen"]
     manifest = json.loads((city / SYNTH_MANIFEST_FILE).read_text(encoding="utf-8"))
-    assert manifest["generator"]["version"] == "1.2.0"
+    assert manifest["generator"]["version"] == "1.3.0"
     listed = {f["path"]: f for f in manifest["files"]}
     for name in (PLANNED_FILE, DEVIATIONS_FILE):
         assert listed[name]["sha256"] == file_sha256(city / name)

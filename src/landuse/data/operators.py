@@ -16,7 +16,9 @@ Operators:
 - in-flow    Oᵀ, the transpose of the row-normalised out-flow operator (the paper's choice; it is *not*
   a row-normalised in-flow matrix, so its rows need not sum to 1);
 - avg-flow   (O + Oᵀ) / 2, see :func:`avg_flow_operator`;
-- distance decay  rownorm(W) with w = ln((1 + d_max^1.5) / (1 + d^1.5)) computed upstream.
+- distance decay  rownorm(W) with w = ln((1 + d_max^1.5) / (1 + d^1.5)) computed upstream;
+- neighbour mean  rownorm(A) without self loops (GraphSAGE's mean aggregator; the SAGE variants
+  keep the region's own term in a separate head).
 
 Row normalisation divides each row by its sum; rows summing to 0 (nodes without edges) stay all zero.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "avg_flow_operator",
     "distance_decay_operator",
     "flow_operators",
+    "neighbour_mean_operator",
     "row_normalise",
     "transpose",
 ]
@@ -99,6 +102,14 @@ def adjacency_operator(edge_index: Tensor, n: int) -> Tensor:
     off = edge_index[:, edge_index[0] != edge_index[1]].long()
     loops = torch.arange(n, device=edge_index.device).expand(2, n)
     index, _ = _coalesced(torch.cat([off, loops], 1), torch.ones(off.shape[1] + n, device=edge_index.device), n)
+    return row_normalise(index, torch.ones(index.shape[1], device=index.device), n)
+
+
+def neighbour_mean_operator(edge_index: Tensor, n: int) -> Tensor:
+    """rownorm(A) as CSR [N, N]: each row averages the node's neighbours (no self loop; isolated rows stay 0)."""
+    _check(edge_index, None, n)
+    off = edge_index[:, edge_index[0] != edge_index[1]].long()
+    index, _ = _coalesced(off, torch.ones(off.shape[1], device=edge_index.device), n)
     return row_normalise(index, torch.ones(index.shape[1], device=index.device), n)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from landuse.data.tables import CLASSES_KEY, COVERAGE, HAS_LABEL, MODALITIES, NODE_REGION_ID, Y
+from landuse.data.tables import CLASSES_KEY, COVERAGE, HAS_LABEL, NODE_REGION_ID, Y, table_modalities
 
 log = logging.getLogger(__name__)
 T_NODE_FEATURES = "node_features"
@@ -185,8 +185,7 @@ def load_graph(
         raise ValueError(f"unknown edge sets {sorted(unknown)} (known: {', '.join(EDGE_TABLES)})")
     path = _require(tables_dir, T_NODE_FEATURES)
     class_names = _classes(path, classes)
-    names = set(pq.read_schema(_parquet_files(path)[0]).names)
-    present = {m: cols for m, cols in MODALITIES.items() if cols[0] in names}
+    present = table_modalities(pq.read_schema(_parquet_files(path)[0]))
     columns = [NODE_REGION_ID, Y, COVERAGE, HAS_LABEL, *(c for cols in present.values() for c in cols)]
     cols = read_columns(path, columns, batch_size)
     if cols[NODE_REGION_ID].numel() == 0:

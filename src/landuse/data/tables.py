@@ -4,13 +4,15 @@
 numeric scalar and fixed-length array columns, as Petastorm's ``make_batch_reader`` requires:
 
 * ``region_id`` int64;
-* per modality present: ``h_<m>`` list<float32> (same length on every row) and its bool flag;
+* per modality present: ``h_<m>`` list<float32> (same length on every row) and its bool flag
+  ``has_<m>`` (the four original modalities keep their historic names, see :data:`MODALITIES`);
   a region missing from a modality table gets a zero vector and flag False;
 * ``y`` list<float32> (one entry per class, zeros where unlabelled), ``coverage`` float64 (0 where
   unlabelled) and ``has_label`` bool (coverage > 0).
 
-The class names travel in the Arrow/Parquet schema metadata under :data:`CLASSES_KEY` (JSON list),
-set by :func:`assemble_node_features` and written into every shard by :func:`write_shards`.
+The class names travel in the Arrow/Parquet schema metadata under :data:`CLASSES_KEY` (JSON list)
+and the modalities under :data:`MODALITIES_KEY` (JSON {name: [column, flag]}), set by
+:func:`assemble_node_features` and written into every shard by :func:`write_shards`.
 """
 
 from __future__ import annotations
@@ -34,14 +36,21 @@ HAS_LABEL = "has_label"
 COVERAGE = "coverage"
 VECTOR = "vector"  # the embedding column of every modality input table
 CLASSES_KEY = b"landuse.classes"
+MODALITIES_KEY = b"landuse.modalities"
 
-# modality -> (feature column in node_features, flag column in both the input and node_features)
+# The original modalities' (feature column in node_features, flag column in both the input and
+# node_features); every other modality m uses (h_<m>, has_<m>), see modality_columns.
 MODALITIES: dict[str, tuple[str, str]] = {
     "poi": ("h_poi", "has_pois"),
     "image": ("h_img", "has_image"),
     "geo": ("h_geo", "has_geo"),
     "flow": ("h_flow", "has_flow"),
 }
+
+
+def modality_columns(name: str) -> tuple[str, str]:
+    """(feature column, flag column) of modality ``name``: historic names for the original four, else h_<name>, has_<name>."""
+    return MODALITIES.get(name, (f"h_{name}", f"has_{name}"))
 
 
 def _positions(what: str, node_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -67,7 +76,7 @@ def _list_array(matrix: np.ndarray) -> pa.ListArray:
 
 def _modality(name: str, frame: pd.DataFrame, node_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(vectors [N, d] float32, flags [N] bool) for one modality table, aligned to ``node_ids``."""
-    flag = MODALITIES[name][1]
+    flag = modality_columns(name)[1]
     missing = {NODE_REGION_ID, VECTOR, flag} - set(frame.columns)
     if missing:
         raise ValueError(f"modality {name}: missing columns {sorted(missing)} (has: {list(frame.columns)})")
@@ -97,20 +106,20 @@ def assemble_node_features(
 ) -> pa.Table:
     """Join the modality tables and labels into one row per region (see the module docstring).
 
-    ``modalities`` maps a name in :data:`MODALITIES` to a table with region_id, vector and the
-    modality's flag; ``labels`` has region_id, one column per class and coverage (None: no labels).
+    ``modalities`` maps a modality name to a table with region_id, vector and the modality's flag
+    (:func:`modality_columns`), in the column order wanted; ``labels`` has region_id, one column per class and coverage (None: no labels).
     Raises ``ValueError`` for duplicate ids, ids outside ``region_ids``, ragged vectors, unknown
     modalities or missing label columns.
     """
-    unknown = set(modalities) - set(MODALITIES)
-    if unknown:
-        raise ValueError(f"unknown modalities {sorted(unknown)} (known: {', '.join(MODALITIES)})")
+    bad = [m for m in modalities if not m.replace("_", "").isalnum()]
+    if bad:
+        raise ValueError(f"modality name {bad[0]!r}: use letters, digits and _ only")
     node_ids = np.sort(np.asarray(region_ids, dtype=np.int64))
     _positions("regions", node_ids, node_ids)  # duplicate check
     columns: dict[str, pa.Array] = {NODE_REGION_ID: pa.array(node_ids, pa.int64())}
-    for name in (m for m in MODALITIES if m in modalities):  # fixed column order
+    for name in modalities:
         features, flags = _modality(name, modalities[name], node_ids)
-        column, flag = MODALITIES[name]
+        column, flag = modality_columns(name)
         columns[column] = _list_array(features)
         columns[flag] = pa.array(flags, pa.bool_())
     y = np.zeros((len(node_ids), len(classes)), dtype=np.float32)
@@ -128,7 +137,17 @@ def assemble_node_features(
     columns[COVERAGE] = pa.array(coverage, pa.float64())
     columns[HAS_LABEL] = pa.array(coverage > 0, pa.bool_())
     table = pa.table(columns)
-    return table.replace_schema_metadata({CLASSES_KEY: json.dumps(list(classes)).encode()})
+    layout = {name: list(modality_columns(name)) for name in modalities}
+    return table.replace_schema_metadata({CLASSES_KEY: json.dumps(list(classes)).encode(),
+                                          MODALITIES_KEY: json.dumps(layout).encode()})
+
+
+def table_modalities(schema: pa.Schema) -> dict[str, tuple[str, str]]:
+    """Modality -> (column, flag) of a node_features schema (from its metadata; else the original four present)."""
+    metadata = schema.metadata or {}
+    if MODALITIES_KEY in metadata:
+        return {k: (v[0], v[1]) for k, v in json.loads(metadata[MODALITIES_KEY]).items()}
+    return {m: cols for m, cols in MODALITIES.items() if cols[0] in schema.names}
 
 
 def write_shards(table: pa.Table, directory: Path, row_group_rows: int, shard_rows: int) -> list[Path]:
@@ -178,7 +197,6 @@ def node_manifest(table: pa.Table, classes: Sequence[str]) -> dict[str, Any]:
             "flag": flag,
             "regions": true_count(flag),
         }
-        for name, (column, flag) in MODALITIES.items()
-        if column in table.column_names
+        for name, (column, flag) in table_modalities(table.schema).items()
     }
     return {"regions": table.num_rows, "labelled": true_count(HAS_LABEL), "classes": list(classes), "modalities": modalities}

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 skipped = ("task (b) skipped: no --labels given" if default is None
                            else f"task (b) skipped: no --labels given and {default} does not exist")
-        result = run_benchmark(config, labels=labels, extra=extra, splits=args.splits, track=not args.no_mlflow)
+        result = run_benchmark(config, labels=labels, extra=extra, splits=args.splits, track=not args.no_mlflow,
+                               explicit_labels=args.labels is not None)
         print(result.landuse_md)
         if result.mvure_md is not None:
             print(result.mvure_md)

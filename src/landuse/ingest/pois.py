@@ -5,12 +5,20 @@ locates the point (lon/lat columns, x/y in a CRS, a WKT column, Amap's ``"lon,la
 file's own geometry) and splits the category hierarchy into one token per level (``cat_l1`` ..
 ``cat_l3``, coarse to fine). Output: ``POIS_SCHEMA`` plus rejects (``REJECTS_SCHEMA``) with reasons
 ``null_coordinates``, ``unparsable_coordinates``, ``coordinates_out_of_range``, ``zero_coordinates``,
-``outside_extent``, ``missing_id``, ``missing_category``.
+``outside_extent``, ``missing_id``, ``missing_category``, ``duplicate_id``.
 
 Options common to every adapter (column names are case-insensitive):
 ``format`` (auto|csv|parquet|vector), ``sep``, ``encoding``, ``header``, ``columns`` (names when
-there is no header), ``id_column``, ``lon_column`` + ``lat_column`` (or x/y with ``crs``),
-``geometry_column`` (WKT), ``crs``, ``category_columns`` (1–3 columns, coarse to fine).
+there is no header), ``id_column``, ``lon_column`` + ``lat_column`` (WGS84 degrees, or coordinates
+in ``crs``), ``x_column`` + ``y_column`` (the same, named for projected coordinates, e.g. metres
+with ``crs: EPSG:32118``), ``geometry_column`` (WKT), ``crs``, ``category_columns`` (1–3 columns,
+coarse to fine). Without coordinate options, columns ``x``/``y`` are used when ``crs`` is set.
+
+Ids: the ``id_column`` option, else the adapter's id column (``id``, ``osm_id``, ``ref_no``,
+``PLACEID``). A file with neither gets row-number ids ``<file name>:<row>`` (data rows counted
+from 0 in file order, stable between runs) and a note in the ingest manifest. Ids must be unique:
+every later row repeating an id is rejected as ``duplicate_id`` (the first usable row, in file
+order, is kept).
 """
 
 from __future__ import annotations
@@ -45,6 +53,21 @@ if TYPE_CHECKING:
 
 N_LEVELS = 3
 GEOMETRY_WKT = "geometry"  # column holding WKT when a vector file is read on the driver
+DUPLICATE_ID = "duplicate_id"  # a later row repeating a POI id (the first usable one is kept)
+ROW_NUMBER_IDS = "row_number"  # id_column value: number the rows (file:row) even when an id column exists
+
+
+@dataclass(frozen=True)
+class PoiIngestSummary(IngestSummary):
+    """:class:`IngestSummary` plus notes for the manifest (e.g. how ids were made)."""
+
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
 
 
 @dataclass(frozen=True)
@@ -57,12 +80,13 @@ class PoiIngestResult:
     path: str
     raw: "DataFrame"  # rows as read (rows in)
     reasons: "DataFrame"  # one column ``reason`` per row read; null = kept
+    notes: tuple[str, ...] = ()  # for the manifest, e.g. "poi_id: row_number (...)"
 
     def summary(self) -> IngestSummary:
         """Row accounting, checked: in = kept + rejected."""
         kept, by_reason = V.tally_reasons(self.reasons)
-        return IngestSummary(
-            self.name, T_POIS, self.path, self.raw.count(), kept, sum(by_reason.values()), by_reason
+        return PoiIngestSummary(
+            self.name, T_POIS, self.path, self.raw.count(), kept, sum(by_reason.values()), by_reason, self.notes
         ).check()
 
 
@@ -81,9 +105,11 @@ COMMON_OPTIONS = (
     Option("encoding", "str", "utf-8", "text encoding"),
     Option("header", "bool", True, "whether delimited files have a header line"),
     Option("columns", "str_list", None, "column names when header is false"),
-    Option("id_column", "str", None, "POI id column"),
+    Option("id_column", "str", None, "POI id column; row_number: ids <file>:<row> (also when no id column exists)"),
     Option("lon_column", "str", None, "longitude (or x with crs) column"),
     Option("lat_column", "str", None, "latitude (or y with crs) column"),
+    Option("x_column", "str", None, "x column in crs (same as lon_column)"),
+    Option("y_column", "str", None, "y column in crs (same as lat_column)"),
     Option("geometry_column", "str", None, "WKT point column"),
     Option("crs", "str", None, "CRS of the coordinates when not WGS84 lon/lat"),
     Option("category_columns", "str_list", None, "1-3 category columns, coarse to fine"),
@@ -105,6 +131,8 @@ class PoiSource(ABC):
         CoordSpec("wkt", ("geometry",)),
         CoordSpec("wkt", ("wkt",)),
     )
+    # x/y columns of projected coordinates: taken when option crs is set and no other point is found
+    xy_candidate: ClassVar[tuple[str, str]] = ("x", "y")
 
     def read(
         self,
@@ -140,10 +168,19 @@ class PoiSource(ABC):
     def point(self, frame: RawFrame, opts: Mapping[str, Any], from_vector: bool) -> CoordSpec:
         """Where the point is: explicit options first, then the file's geometry, then adapter defaults."""
         crs = opts["crs"]
-        if opts["lon_column"] or opts["lat_column"]:
-            if not (opts["lon_column"] and opts["lat_column"]):
-                raise IngestError(f"{frame.label}: set both lon_column and lat_column")
-            cols = (frame.require(opts["lon_column"]), frame.require(opts["lat_column"]))
+        if (opts["lon_column"] or opts["lat_column"]) and (opts["x_column"] or opts["y_column"]):
+            raise IngestError(f"{frame.label}: set lon_column/lat_column or x_column/y_column, not both")
+        x_opt, y_opt = (opts["x_column"], opts["y_column"]) if opts["x_column"] or opts["y_column"] else \
+            (opts["lon_column"], opts["lat_column"])
+        if x_opt or y_opt:
+            if not (x_opt and y_opt):
+                pair = "x_column and y_column" if opts["x_column"] or opts["y_column"] else "lon_column and lat_column"
+                raise IngestError(f"{frame.label}: set both {pair}")
+            if opts["x_column"] and crs is None:
+                raise IngestError(f"{frame.label}: options x_column/y_column need option crs (the CRS of the "
+                                  "coordinates, e.g. EPSG:32118; EPSG:4326 for lon/lat degrees)")
+            cols = (frame.require(x_opt, what="column (option x_column/lon_column)"),
+                    frame.require(y_opt, what="column (option y_column/lat_column)"))
             return CoordSpec("lonlat", cols, crs)
         if opts["geometry_column"]:
             return CoordSpec("wkt", (frame.require(opts["geometry_column"]),), None if from_vector else crs)
@@ -152,10 +189,13 @@ class PoiSource(ABC):
         for cand in self.coord_candidates:
             if all(frame.find(c) for c in cand.columns):
                 return CoordSpec(cand.kind, tuple(frame.require(c) for c in cand.columns), crs or cand.crs)
+        if crs is not None and all(frame.find(c) for c in self.xy_candidate):
+            return CoordSpec("lonlat", tuple(frame.require(c) for c in self.xy_candidate), crs)
         expected = ", ".join("/".join(c.columns) for c in self.coord_candidates)
         raise IngestError(
-            f"{frame.label}: no coordinate columns: expected one of {expected}, or options lon_column/lat_column "
-            f"or geometry_column (has: {show_names(frame.columns)})"
+            f"{frame.label}: no coordinate columns: expected one of {expected}, {'/'.join(self.xy_candidate)} "
+            f"with option crs, or options lon_column/lat_column, x_column/y_column (with crs) or geometry_column "
+            f"(has: {show_names(frame.columns)})"
         )
 
     # --- internals ---------------------------------------------------------------------------
@@ -170,13 +210,13 @@ class PoiSource(ABC):
         columns = opts["columns"] or self.default_columns
         return read_delimited(spark, path, sep=sep, header=opts["header"], columns=columns, encoding=opts["encoding"]), False
 
-    def _id_column(self, frame: RawFrame, opts: Mapping[str, Any]) -> str:
+    def _id_column(self, frame: RawFrame, opts: Mapping[str, Any]) -> str | None:
+        """The id column, or None: ids are then row numbers (no id column, or ``id_column: row_number``)."""
+        if opts["id_column"] == ROW_NUMBER_IDS and frame.find(ROW_NUMBER_IDS) is None:
+            return None
         if opts["id_column"]:
             return frame.require(opts["id_column"], what="column (option id_column)")
-        found = frame.find(*self.id_candidates)
-        if found is None:
-            frame.require(self.id_candidates[0], *self.id_candidates[1:], what="id column")
-        return found  # type: ignore[return-value]
+        return frame.find(*self.id_candidates)
 
     def _levels(self, frame: RawFrame, opts: Mapping[str, Any]) -> list["Column"]:
         if opts["category_columns"]:
@@ -223,9 +263,38 @@ def _split_token(text: "Column", sep: str, index: int) -> "Column":
     return V.clean(F.element_at(F.split(text, sep), index + 1))
 
 
+def _row_number_ids(df: "DataFrame") -> tuple["DataFrame", "Column"]:
+    """``<file name>:<row>`` ids: data rows counted from 0 in file order (per file of a directory).
+
+    Needs ``__file`` / ``__ord`` (:func:`_with_file_order`). Spark keeps a file's splits in offset
+    order across partitions, so within one file ``monotonically_increasing_id`` follows the rows'
+    order in the file; the ids do not depend on how the file was split.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.partitionBy("__file").orderBy("__ord")
+    df = df.withColumn("__rownum", F.row_number().over(order) - 1)
+    return df, F.concat(F.col("__file"), F.lit(":"), F.col("__rownum").cast("string"))
+
+
+def _with_file_order(df: "DataFrame", label: str) -> "DataFrame":
+    """``__file`` (the file's name) and ``__ord`` (row order within it), computed right over the scan.
+
+    Rows read on the driver (vector files, pandas) carry no file name: they get ``label``'s.
+    """
+    from pyspark.sql import functions as F
+
+    name = F.regexp_extract(F.input_file_name(), r"([^/]+)$", 1)
+    return df.withColumns({
+        "__file": F.when(name != "", name).otherwise(F.lit(Path(label).name)),
+        "__ord": F.monotonically_increasing_id(),
+    })
+
+
 def _build_pois(
     frame: RawFrame,
-    id_col: str,
+    id_col: str | None,
     coords: CoordSpec,
     levels: Sequence["Column"],
     gcj02: bool,
@@ -246,15 +315,24 @@ def _build_pois(
         # Text that is present but not a point keeps its full value so it is "unparsable", not "null".
         x_t = F.when(text.rlike(regex), F.regexp_extract(text, regex, 1)).otherwise(text)
         y_t = F.when(text.rlike(regex), F.regexp_extract(text, regex, 2)).otherwise(text)
+    from pyspark.sql import Window
+
     x, y = V.parse_double(x_t), V.parse_double(y_t)
     convert = gcj02 or (coords.crs is not None and not is_wgs84(coords.crs))
     cats = list(levels)[:N_LEVELS] + [F.lit(None).cast("string")] * (N_LEVELS - len(levels))
+    notes: tuple[str, ...] = ()
+    df = _with_file_order(frame.df, frame.label)
+    if id_col is None:
+        df, ids = _row_number_ids(df)
+        notes = ("poi_id: row_number (no id column; ids are <file name>:<row>, rows counted from 0 in file order)",)
+    else:
+        ids = V.clean(frame.col(id_col))
     cols = {
-        "__x_t": x_t, "__y_t": y_t, "__x": x, "__y": y, "__id": V.clean(frame.col(id_col)),
+        "__x_t": x_t, "__y_t": y_t, "__x": x, "__y": y, "__id": ids,
         **{f"__l{i + 1}": c for i, c in enumerate(cats)},
         **({} if convert else {"__lon": x, "__lat": y}),
     }
-    df = frame.df.withColumns(cols)
+    df = df.withColumns(cols)
     if convert:
         df = to_lonlat(df, [("__x", "__y", "__lon", "__lat")], crs=coords.crs, gcj02=gcj02)
     point = Endpoint(F.col("__x_t"), F.col("__y_t"), F.col("__x"), F.col("__y"), F.col("__lon"), F.col("__lat"))
@@ -262,12 +340,19 @@ def _build_pois(
         (V.MISSING_ID, F.col("__id").isNull()),
         (V.MISSING_CATEGORY, F.col("__l1").isNull()),
     ]
+    reason = V.first_reason(checks)
+    if id_col is not None:
+        # A repeated id keeps its first usable row (file order); later rows are rejected as duplicate_id.
+        first = Window.partitionBy("__id").orderBy(F.col("__own").isNotNull(), F.col("__file"), F.col("__ord"))
+        df = df.withColumn("__own", reason).withColumn(
+            "__rank", F.when(F.col("__id").isNotNull(), F.row_number().over(first)))
+        reason = F.coalesce(F.col("__own"), F.when(F.col("__rank") > 1, F.lit(DUPLICATE_ID)))
     kept_cols = [
         F.lit(name).alias(SOURCE), F.col("__id").alias(POI_ID), F.col("__lon").alias(LON), F.col("__lat").alias(LAT),
         *[F.col(f"__l{i + 1}").alias(f"{CATEGORY_PREFIX}{i + 1}") for i in range(N_LEVELS)],
     ]
-    split = V.split_rows(df, V.first_reason(checks), kept_cols, frame.raw_struct(), name).conformed(POIS_SCHEMA)
-    return PoiIngestResult(split.kept, split.rejects, name, frame.label, frame.df, split.reasons)
+    split = V.split_rows(df, reason, kept_cols, frame.raw_struct(), name).conformed(POIS_SCHEMA)
+    return PoiIngestResult(split.kept, split.rejects, name, frame.label, frame.df, split.reasons, notes)
 
 
 # ------------------------------------------------------------------------------------------

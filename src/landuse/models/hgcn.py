@@ -13,6 +13,13 @@ paper: self 16 (it stands in for a flow-like term), dd 32 (an adjacency-like ter
 ``"None"`` variant has no graph head: an input ``ReLU(X W + b)`` of width 64 (``"mlp"``) takes its
 place so its trunk matches HGCN's.
 
+Beyond the thesis (:data:`SAGE_VARIANTS`): GraphSAGE-style variants keep each region's own signal
+beside every neighbourhood aggregate — a ``"self"`` head next to ``"nbr"`` (the neighbour mean,
+rownorm(A) without self loops), ``"nbr2"`` (the same operator applied twice: two hops), ``"dd"``,
+``"in"`` and ``"out"`` — with a ReLU trunk. ``fusion="concat"`` concatenates the heads (as HGCN
+does); ``fusion="gated"`` gives every head the same width and mixes them per node with softmax
+gates computed from all heads, plus a residual self term: h = h_self + Σ_k g_k(h) · h_k.
+
 Sparse products use ``torch.sparse.mm`` on CSR operators; PyG's ``spmm`` dispatches to the same
 kernel for CSR input (measured within 10%), so it adds nothing. The costly part of a CPU epoch is
 autograd's backward of ``torch.sparse.mm``, which transposes the operator on every call (~0.1 s at
@@ -33,13 +40,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from landuse.constants import HGCN_VARIANTS
+from landuse.constants import ALL_VARIANTS, HGCN_VARIANTS, SAGE_VARIANTS
 
 __all__ = ["BoundHGCN", "DEFAULT_HEAD_DIMS", "HEADS", "HGCN", "OPERATORS", "Operator", "VARIANTS", "sparse_mm"]
 
-OPERATORS: tuple[str, ...] = ("adj", "dd", "avg", "in", "out")
+OPERATORS: tuple[str, ...] = ("adj", "dd", "avg", "in", "out", "nbr")
 
-VARIANTS: tuple[str, ...] = HGCN_VARIANTS  # the thesis table's order; Adj-Tri-GCN = HGCN
+VARIANTS: tuple[str, ...] = ALL_VARIANTS  # the thesis table's order (Adj-Tri-GCN = HGCN), then the SAGE family
 
 HEADS: dict[str, tuple[str, ...]] = {
     "None": (),
@@ -48,10 +55,30 @@ HEADS: dict[str, tuple[str, ...]] = {
     "Tri-GCN": ("self", "in", "out"),
     **{f"Adj-Bi-GCN_{op}": ("adj", op) for op in ("avg", "in", "out")},
     "Adj-Tri-GCN": ("adj", "in", "out"),
+    "SAGE_adj": ("self", "nbr"),
+    "SAGE_adj2": ("self", "nbr", "nbr2"),
+    "SAGE_dd": ("self", "dd"),
+    "SAGE_flow": ("self", "in", "out"),
+    "SAGE_adj2_flow": ("self", "nbr", "nbr2", "in", "out"),
+    "SAGE_all": ("self", "nbr", "nbr2", "dd", "in", "out"),
+    "Gated-SAGE_adj2": ("self", "nbr", "nbr2"),
+    "Gated-SAGE_all": ("self", "nbr", "nbr2", "dd", "in", "out"),
 }
-assert tuple(HEADS) == VARIANTS
+assert tuple(HEADS) == VARIANTS and set(SAGE_VARIANTS) <= set(HEADS)
 
-DEFAULT_HEAD_DIMS: dict[str, int] = {"self": 16, "adj": 32, "dd": 32, "avg": 16, "in": 16, "out": 16, "mlp": 64}
+DEFAULT_HEAD_DIMS: dict[str, int] = {"self": 16, "adj": 32, "dd": 32, "avg": 16, "in": 16, "out": 16, "mlp": 64,
+                                     "nbr": 32, "nbr2": 32}
+SAGE_HEAD_DIMS: dict[str, int] = {"self": 32, "nbr": 32, "nbr2": 32, "dd": 32, "in": 16, "out": 16}
+GATED_HEAD_DIM = 32
+
+
+def variant_defaults(variant: str) -> dict:
+    """Constructor settings that define a variant beyond its heads: fusion, trunk activation, head widths."""
+    if variant not in SAGE_VARIANTS:
+        return {"fusion": "concat", "trunk_activation": False, "head_dims": {}}
+    if variant.startswith("Gated-"):
+        return {"fusion": "gated", "trunk_activation": True, "head_dims": {h: GATED_HEAD_DIM for h in HEADS[variant]}}
+    return {"fusion": "concat", "trunk_activation": True, "head_dims": dict(SAGE_HEAD_DIMS)}
 
 # a constant [N, N] operator: a sparse tensor (CSR fastest) or the edge form (index [2, E], value [E])
 Operator = Tensor | tuple[Tensor, Tensor]
@@ -109,6 +136,8 @@ class HGCN(nn.Module):
         head_dims: overrides of :data:`DEFAULT_HEAD_DIMS` per head name (``"mlp"`` = the None variant's input layer).
         trunk_activation: ReLU between the trunk's linears (the paper's code has none).
         trunk_dims: hidden widths of the trunk.
+        fusion: ``"concat"`` (heads side by side) or ``"gated"`` (per-node softmax gates over heads of
+            equal width, plus the self head as a residual; needs a ``"self"`` head).
 
     Shapes: ``forward(x [N, F], operators {name: sparse [N, N]}) → logits [N, C]``.
 
@@ -126,10 +155,13 @@ class HGCN(nn.Module):
         head_dims: dict[str, int] | None = None,
         trunk_activation: bool = False,
         trunk_dims: tuple[int, ...] = (32, 16),
+        fusion: str = "concat",
     ) -> None:
         super().__init__()
         if variant not in HEADS:
             raise ValueError(f"unknown HGCN variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        if fusion not in ("concat", "gated"):
+            raise ValueError(f"fusion must be 'concat' or 'gated', got {fusion!r}")
         unknown = set(head_dims or {}) - set(DEFAULT_HEAD_DIMS)
         if unknown:
             raise ValueError(f"head_dims: unknown heads {sorted(unknown)}; known: {sorted(DEFAULT_HEAD_DIMS)}")
@@ -137,10 +169,18 @@ class HGCN(nn.Module):
         self.variant = variant
         self.head_names: tuple[str, ...] = HEADS[variant] or ("mlp",)
         self.head_dims: dict[str, int] = {name: dims[name] for name in self.head_names}
+        self.fusion = fusion
         total = sum(self.head_dims.values())
         self.head_lin = nn.Linear(in_dim, total, bias=False)
         self.head_bias = nn.Parameter(torch.zeros(total))
-        widths = (total, *trunk_dims, num_classes)
+        if fusion == "gated":
+            if "self" not in self.head_names or len(set(self.head_dims.values())) != 1:
+                raise ValueError("fusion 'gated' needs a 'self' head and heads of one width")
+            width = next(iter(self.head_dims.values()))
+            self.gate = nn.Linear(total, len(self.head_names))  # per-node logits over heads
+            widths = (width, *trunk_dims, num_classes)
+        else:
+            widths = (total, *trunk_dims, num_classes)
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
             if i and trunk_activation:
@@ -151,7 +191,8 @@ class HGCN(nn.Module):
     @property
     def required_operators(self) -> tuple[str, ...]:
         """Names of the sparse operators ``forward`` needs (subset of :data:`OPERATORS`)."""
-        return tuple(name for name in self.head_names if name in OPERATORS)
+        ops = ["nbr" if name == "nbr2" else name for name in self.head_names]
+        return tuple(dict.fromkeys(name for name in ops if name in OPERATORS))
 
     def forward(self, x: Tensor, operators: Mapping[str, Operator]) -> Tensor:
         """x [N, F], operators {name: sparse [N, N] or edge form} (extra keys ignored) → logits [N, C]."""
@@ -161,10 +202,25 @@ class HGCN(nn.Module):
                 f"HGCN variant {self.variant!r} needs operators {list(self.required_operators)}; "
                 f"missing {missing} (got {sorted(operators)})"
             )
+        return self.trunk(self.hidden(x, operators))
+
+    def hidden(self, x: Tensor, operators: Mapping[str, Operator]) -> Tensor:
+        """What the trunk receives: x [N, F] → [N, Σ widths] (concat) or [N, width] (gated)."""
         xw = self.head_lin(x).split(list(self.head_dims.values()), dim=1)  # per head [N, width]
-        parts = [sparse_mm(operators[name], h) if name in OPERATORS else h for name, h in zip(self.head_dims, xw)]
+        parts = [self._aggregate(name, h, operators) for name, h in zip(self.head_dims, xw)]
         h = F.relu(torch.cat(parts, dim=-1) + self.head_bias)  # [N, Σ widths]
-        return self.trunk(h)
+        if self.fusion == "concat":
+            return h
+        heads = torch.stack(h.split(list(self.head_dims.values()), dim=1), dim=1)  # [N, K, width]
+        gates = torch.softmax(self.gate(h), dim=-1).unsqueeze(-1)  # [N, K, 1]
+        own = heads[:, self.head_names.index("self")]
+        return own + (gates * heads).sum(dim=1)  # residual self term + gated mix [N, width]
+
+    @staticmethod
+    def _aggregate(name: str, h: Tensor, operators: Mapping[str, Operator]) -> Tensor:
+        if name == "nbr2":  # two hops: the neighbour mean of the neighbour mean, never a materialised A²
+            return sparse_mm(operators["nbr"], sparse_mm(operators["nbr"], h))
+        return sparse_mm(operators[name], h) if name in OPERATORS else h
 
 
 class BoundHGCN(nn.Module):

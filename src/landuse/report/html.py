@@ -361,8 +361,11 @@ def results_table(frame: pd.DataFrame, by: str) -> pd.DataFrame:
         if metric in frame.columns:
             out[names.get(metric, metric)] = [_metric_cell(row, metric) for _, row in frame.iterrows()]
     for column in ("rank", "splits", "epoch_median"):
-        if column in frame.columns:
-            out[column.replace("_", " ")] = frame[column]
+        if column in frame.columns:  # whole numbers; skipped / failed rows have none
+            out[column.replace("_", " ")] = [("–" if pd.isna(v) else str(int(v))) for v in frame[column]]
+    for column in ("status", "reason"):
+        if column in frame.columns and (frame["status"].astype(str) != "ok").any():
+            out[column] = frame[column].fillna("").astype(str)
     return out
 
 

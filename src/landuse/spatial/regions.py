@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 REGION_COLUMNS: tuple[str, ...] = tuple(f.name for f in REGIONS_SCHEMA.fields)
 GRID_ROW, GRID_COL = "row", "col"
+# id_column value (and on_duplicate_id choice) numbering the regions 0..N-1 in file order
+ROW_NUMBER = "row_number"
+ON_DUPLICATE_ID: tuple[str, ...] = ("error", ROW_NUMBER)
 
 
 class RegionsError(ValueError):
@@ -116,7 +119,26 @@ def _region_ids(source: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return ids, text
 
 
-def regions_from_geodataframe(gdf: gpd.GeoDataFrame, id_column: str, crs: str) -> gpd.GeoDataFrame:
+def source_id_text(values: pd.Series) -> np.ndarray:
+    """The source's own ids as text, as ``source_id`` stores them (integral floats without ``.0``)."""
+    if pd.api.types.is_float_dtype(values.dtype) and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+        return np.array([str(int(v)) for v in values], dtype=object)
+    return np.array([str(v) for v in values.to_numpy()], dtype=object)
+
+
+def duplicate_id_message(id_column: str, source_ids: Sequence[str], region_ids: np.ndarray | None = None) -> str:
+    """One line naming the duplicated ids of ``id_column`` and how to number the rows instead."""
+    keys = pd.Series(region_ids if region_ids is not None else source_ids)
+    dup = pd.Series(list(source_ids))[keys.duplicated(keep=False).to_numpy()]
+    shown = ", ".join(map(repr, dup.unique()[:5].tolist()))
+    return (f"id column {id_column!r} has duplicate ids ({int(dup.nunique())} repeated, e.g. {shown}); set "
+            f"inputs.regions.options.on_duplicate_id: row_number to number the regions 0..N-1 in file order "
+            f"(source_id keeps the {id_column!r} values), or id_column: row_number")
+
+
+def regions_from_geodataframe(
+    gdf: gpd.GeoDataFrame, id_column: str | None, crs: str, *, on_duplicate_id: str = "error"
+) -> gpd.GeoDataFrame:
     """Build the canonical regions table from polygons in any CRS.
 
     ``gdf`` must carry a CRS and an id column with unique, non-null values. Geometries are
@@ -124,20 +146,34 @@ def regions_from_geodataframe(gdf: gpd.GeoDataFrame, id_column: str, crs: str) -
     and sorted by ``region_id``. Raises :class:`RegionsError` naming the problem otherwise.
     The result is a GeoDataFrame with the columns of ``REGIONS_SCHEMA`` (geometry as shapely
     objects; :func:`to_spark` turns it into WKB).
+
+    ``id_column`` None or :data:`ROW_NUMBER` numbers the regions 0..N-1 in row (file) order, with
+    ``source_id`` the same number as text. ``on_duplicate_id="row_number"`` does the same when the id
+    column repeats a value (e.g. names), keeping each row's own value as ``source_id``.
     """
+    if on_duplicate_id not in ON_DUPLICATE_ID:
+        raise RegionsError(f"on_duplicate_id: {on_duplicate_id!r} is not one of {', '.join(ON_DUPLICATE_ID)}")
     target = check_projected_crs(crs)
     if gdf.crs is None:
         raise RegionsError("region polygons have no CRS: set one on the input (e.g. a .prj / GeoPackage SRS)")
-    if id_column not in gdf.columns:
-        columns = ", ".join(map(str, gdf.columns))
-        raise RegionsError(f"region polygons have no id column {id_column!r} (columns: {columns})")
-    source = gdf[id_column]
-    if source.isna().any():
-        raise RegionsError(f"id column {id_column!r} has {int(source.isna().sum())} null value(s)")
-    region_ids, source_ids = _region_ids(source)
-    if len(np.unique(region_ids)) != len(region_ids):
-        dup = pd.Series(source_ids)[pd.Series(region_ids).duplicated(keep=False)].unique()[:5]
-        raise RegionsError(f"id column {id_column!r} has duplicate ids, e.g. {', '.join(map(str, dup))}")
+    if id_column is None or id_column == ROW_NUMBER:
+        region_ids = np.arange(len(gdf), dtype=np.int64)
+        source_ids = np.array([str(i) for i in region_ids], dtype=object)
+    else:
+        if id_column not in gdf.columns:
+            columns = ", ".join(map(str, gdf.columns))
+            raise RegionsError(f"region polygons have no id column {id_column!r} (columns: {columns}); "
+                               "id_column: row_number numbers them 0..N-1 in file order")
+        source = gdf[id_column]
+        if source.isna().any():
+            raise RegionsError(f"id column {id_column!r} has {int(source.isna().sum())} null value(s); "
+                               "id_column: row_number numbers the regions 0..N-1 in file order instead")
+        region_ids, source_ids = _region_ids(source)
+        if len(np.unique(region_ids)) != len(region_ids):
+            if on_duplicate_id == "error":
+                raise RegionsError(duplicate_id_message(id_column, source_ids, region_ids))
+            region_ids = np.arange(len(gdf), dtype=np.int64)
+            source_ids = source_id_text(source)
 
     geoms = polygonal(gdf.geometry.to_crs(target).values)
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)

@@ -2,9 +2,13 @@
 
 * ``node_features`` — one row per region, sorted by region id (row i = graph node i), in Parquet
   shards of ``assemble.shard_rows`` rows and row groups of ``assemble.row_group_rows``: region_id,
-  one fixed-length float vector per available modality (h_poi, h_img, h_geo, h_flow) with its flag
-  (has_pois, has_image, has_geo, has_flow), the label distribution ``y``, ``coverage`` and
-  ``has_label``. Numeric scalar and array columns only, as Petastorm's ``make_batch_reader`` needs.
+  one fixed-length float vector per available modality (h_poi, h_img, h_geo, h_flow, then
+  h_poi_counts, h_poi_tfidf, h_poi_density, h_poi_text, h_building and every
+  ``inputs.embeddings`` name) with its flag (has_pois, has_image, has_geo, has_flow, has_<name>),
+  the label distribution ``y``, ``coverage`` and ``has_label``. Numeric scalar and array columns
+  only, as Petastorm's ``make_batch_reader`` needs.
+* ``embedding_rejects`` — with ``inputs.embeddings``: the user-embedding rows that were not used,
+  with the reason (see :mod:`landuse.data.external`).
 * ``edges_flow`` — (o_region, d_region, weight) summed over ``assemble.flow_source`` (or all sources).
 
 ``edges_adjacency`` and ``edges_distance_decay`` come from the ``regions`` stage. The manifest of
@@ -24,12 +28,18 @@ from landuse.runner import Stage, StageContext
 from landuse.spark.io import parquet_rows, read_pandas, read_table, table_path, write_spark
 from landuse.spark.schemas import REGION_ID, T_FLOWS, T_LABELS, T_REGIONS
 from landuse.stages.embeddings import FLOW_STAGE, POI_STAGE, T_FLOW_EMBEDDINGS, T_POI_EMBEDDINGS
+from landuse.stages.buildings import STAGE as BUILDINGS_STAGE
+from landuse.stages.buildings import T_BUILDING_FEATURES
 from landuse.stages.imagery import IMAGERY_STAGE, LOCATION_STAGE, T_GEO_FEATURES, T_IMAGE_FEATURES
+from landuse.stages.poi_features import POI_FEATURE_TABLES
+from landuse.stages.poi_features import STAGE as POI_FEATURES_STAGE
+from landuse.stages.poi_features import modalities as poi_feature_modalities
 
 log = logging.getLogger(__name__)
 T_NODE_FEATURES = "node_features"
 T_IMAGE_EMBEDDINGS = "image_embeddings"  # written by `landuse run pretrain` (landuse.training.image_embeddings)
 T_EDGES_FLOW = "edges_flow"
+T_EMBEDDING_REJECTS = "embedding_rejects"
 
 # modality -> (stage that makes it, its table, its flag column)
 MODALITY_SOURCES = {
@@ -37,7 +47,17 @@ MODALITY_SOURCES = {
     "image": (IMAGERY_STAGE, T_IMAGE_FEATURES, "has_image"),
     "geo": (LOCATION_STAGE, T_GEO_FEATURES, "has_geo"),
     "flow": (FLOW_STAGE, T_FLOW_EMBEDDINGS, "has_flow"),
+    **{name: (POI_FEATURES_STAGE, table, f"has_{name}") for name, table in POI_FEATURE_TABLES.items()},
+    "building": (BUILDINGS_STAGE, T_BUILDING_FEATURES, "has_building"),
 }
+
+
+def _written(name: str, config: Config) -> bool:
+    """Whether the modality's producing stage writes it under ``config``."""
+    stage = MODALITY_SOURCES[name][0]
+    if not stage.enabled(config):
+        return False
+    return name not in POI_FEATURE_TABLES or name in poi_feature_modalities(config)
 
 
 def run(ctx: StageContext) -> None:
@@ -48,11 +68,12 @@ def run(ctx: StageContext) -> None:
     ids = read_pandas(config, T_REGIONS, "regions", columns=[REGION_ID])[REGION_ID].to_numpy(np.int64)
     modalities: dict[str, pd.DataFrame] = {}
     for name, (stage, table, flag) in MODALITY_SOURCES.items():
-        if stage.enabled(config):
+        if _written(name, config):
             producer = stage.name
             if name == "image" and config.embeddings.image.source == "encoder":
                 table, producer = T_IMAGE_EMBEDDINGS, "pretrain"  # H_img = Pooling(Overlay(encoder(patches)))
             modalities[name] = read_pandas(config, table, producer, columns=[REGION_ID, "vector", flag])
+    modalities.update(_external(ctx))
     labels = read_pandas(config, T_LABELS, "labels") if config.inputs.landuse is not None else None
     classes = list(config.labels.classes)
     try:
@@ -73,19 +94,50 @@ def run(ctx: StageContext) -> None:
     log.info("assemble: %d regions, modalities %s, %d shards", table.num_rows, ", ".join(modalities) or "none", len(files))
 
 
+def _external(ctx: StageContext) -> dict[str, pd.DataFrame]:
+    """The ``inputs.embeddings`` modality tables; their unused rows go to embedding_rejects."""
+    from landuse.data.external import read_external_embedding
+    from landuse.ingest.errors import IngestError
+    from landuse.spark.schemas import SOURCE_ID
+
+    config = ctx.config
+    if not config.inputs.embeddings:
+        return {}
+    regions = read_pandas(config, T_REGIONS, "regions", columns=[REGION_ID, SOURCE_ID])
+    out, rejects, summary = {}, [], {}
+    for name, ext in config.inputs.embeddings.items():
+        try:
+            read = read_external_embedding(name, ext, regions)
+        except IngestError as exc:
+            raise ConfigError(str(exc)) from None
+        out[name] = read.table
+        rejects.append(read.rejects)
+        summary[name] = {"rows_in": read.rows_in, "kept": read.kept, "rejected": len(read.rejects), "dim": read.dim,
+                         "by_reason": read.rejects["reason"].value_counts().to_dict()}
+        if len(read.rejects):
+            log.warning("inputs.embeddings.%s: %d of %d rows not used (%s); see table %s", name, len(read.rejects),
+                        read.rows_in, summary[name]["by_reason"], T_EMBEDDING_REJECTS)
+    write_pandas(pd.concat(rejects, ignore_index=True), ctx.out(T_EMBEDDING_REJECTS))
+    ctx.summary["external_embeddings"] = summary
+    return out
+
+
 def outputs(config: Config) -> dict:
-    """node_features, plus edges_flow when there are trips."""
+    """node_features, plus edges_flow when there are trips, embedding_rejects with inputs.embeddings."""
     out = {T_NODE_FEATURES: table_path(config, T_NODE_FEATURES)}
     if config.inputs.trips:
         out[T_EDGES_FLOW] = table_path(config, T_EDGES_FLOW)
+    if config.inputs.embeddings:
+        out[T_EMBEDDING_REJECTS] = table_path(config, T_EMBEDDING_REJECTS)
     return out
 
 
 def inputs(config: Config) -> list:
-    """The encoder's image_embeddings (not a pipeline stage) when H_img comes from it."""
-    if config.embeddings.image.source != "encoder":
-        return []
-    return [table_path(config, T_IMAGE_EMBEDDINGS) / MANIFEST_FILE]
+    """The encoder's image_embeddings (not a pipeline stage) when H_img comes from it; user embedding files."""
+    found = [ext.path for ext in config.inputs.embeddings.values()]
+    if config.embeddings.image.source == "encoder":
+        found.append(table_path(config, T_IMAGE_EMBEDDINGS) / MANIFEST_FILE)
+    return found
 
 
 STAGE = Stage(
@@ -93,8 +145,9 @@ STAGE = Stage(
     description="Petastorm-ready training tables: node_features shards (all modalities + labels), edges_flow",
     run=run,
     outputs=outputs,
-    config_keys=("labels", "assemble", "embeddings.image.source"),
+    config_keys=("labels", "assemble", "embeddings.image.source", "embeddings.poi_features.text", "inputs.embeddings"),
     inputs=inputs,
-    upstream=("regions", "flows", "labels", "poi-embeddings", "flow-embeddings", "imagery", "location"),
+    upstream=("regions", "flows", "labels", "poi-embeddings", "flow-embeddings", "imagery", "location", "poi-features",
+              "buildings"),
     enabled=lambda config: config.inputs.regions is not None,
 )

@@ -21,6 +21,14 @@ from pyproj import Transformer
 
 import landuse
 from landuse.constants import CRS_WGS84, LANDUSE_CLASSES, SYNTH_MANIFEST_FILE
+from landuse.synth.buildings import (
+    FLOOR_HEIGHT_M,
+    HEIGHT_COLUMN,
+    LEVELS_COLUMN,
+    class_counts,
+    sample_buildings,
+    write_buildings,
+)
 from landuse.synth.classmap import load_class_map
 from landuse.synth.landuse_map import NO_LANDUSE, build_latent_map, landuse_polygons
 from landuse.synth.planned import planned_layer
@@ -51,10 +59,10 @@ from landuse.synth.writers import (
 
 log = logging.getLogger("landuse.synth")
 
-GENERATOR_VERSION = "1.2.0"
+GENERATOR_VERSION = "1.3.0"  # 1.3.0: building footprints (buildings.parquet)
 # Independent random streams, all spawned from the one seed; order is part of the format (append only).
 STREAMS: tuple[str, ...] = ("latent", "polygons", "regions", "stations", "pois", "poi_text", "trip_counts",
-                            "trips", "raster", "planned")
+                            "trips", "raster", "planned", "buildings")
 
 LANDUSE_FILE = "landuse/landuse.gpkg"
 REGIONS_FILE = "regions/regions.gpkg"
@@ -67,6 +75,7 @@ IMAGERY_FILE = "imagery/landsat8_oli.tif"
 TRUTH_FILE = "truth/region_landuse.csv"
 PLANNED_FILE = "planning/planned_landuse.gpkg"
 DEVIATIONS_FILE = "truth/planned_deviations.csv"
+BUILDINGS_FILE = "buildings.parquet"
 STATIONS_HEADER = "id,commonName,lat,lon,nbDocks"
 
 
@@ -223,6 +232,15 @@ def _build(profile: ProfileSpec, scale: ScaleSpec, seed: int, root: Path, class_
     run.add_file(path, "geotiff", raster_info["width"] * raster_info["height"], crs=profile.crs)
     log.info("imagery: %dx%d px, 7 bands (%.2f s)", raster_info["width"], raster_info["height"], run.done("imagery"))
 
+    # --- building footprints ---
+    run.start()
+    buildings = sample_buildings(latent, rng("buildings"))
+    path = root / BUILDINGS_FILE
+    write_buildings(path, buildings, profile.crs)
+    run.add_file(path, "geoparquet", buildings.n, crs=profile.crs, id_column="building_id",
+                 height_column=HEIGHT_COLUMN, levels_column=LEVELS_COLUMN)
+    log.info("buildings: %d footprints (%.2f s)", buildings.n, run.done("buildings"))
+
     to_lonlat = Transformer.from_crs(profile.crs, CRS_WGS84, always_xy=True)
     lonlat = to_lonlat.transform_bounds(minx, miny, maxx, maxy, densify_pts=21)
     surveyed = latent.classes != NO_LANDUSE
@@ -249,7 +267,8 @@ def _build(profile: ProfileSpec, scale: ScaleSpec, seed: int, root: Path, class_
                    "class_cell_shares": {c: round(float(s), 6) for c, s in zip(LANDUSE_CLASSES, cell_share)}},
         "counts": {"regions": regions.n, "landuse_polygons": len(polygons), "pois": pois.n,
                    "trip_rows": summary.rows, "trips": summary.trips, "trip_files": len(summary.parts),
-                   "stations": 0 if stations is None else len(stations)},
+                   "stations": 0 if stations is None else len(stations), "buildings": buildings.n},
+        "buildings": {"by_class": class_counts(buildings), "floor_height_m": FLOOR_HEIGHT_M},
         "files": run.files,
         "timings": run.timings,
     }

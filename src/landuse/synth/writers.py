@@ -150,3 +150,14 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_geoparquet(frame: gpd.GeoDataFrame, path: Path) -> None:
+    """Write a GeoParquet file (WKB geometry, CRS in the ``geo`` metadata) with fixed settings.
+
+    Parquet carries no timestamps, so the same frame gives the same bytes with the same library versions.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.unlink()
+    frame.to_parquet(path, index=False, compression="snappy", write_covering_bbox=False)

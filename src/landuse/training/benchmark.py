@@ -203,18 +203,17 @@ def hgcn_hidden(graph, cfg: TrainingConfig, seed: int, xy: np.ndarray | None = N
     Returns (H [N, Σ head widths] = the concatenated head outputs the trunk receives, for every node;
     the split as node indices; the trained model's own metrics per part).
     """
-    from landuse.models.hgcn import HGCN
-    from landuse.training.protocol import (SMALL_GRAPH, build_operators, feature_matrix, make_splits,
-                                           needed_operators, pick_device, train_split)
+    from landuse.training.protocol import (SMALL_GRAPH, build_model, build_operators, make_splits,
+                                           needed_operators, pick_device, train_split, training_input)
 
-    one = replace(cfg, splits=1, selection="validation")
+    one = replace(cfg, splits=1, selection="validation", label_lag=False)  # the hidden layer of the features alone
     split = make_splits(graph, one, seed, xy)[0]
-    x = feature_matrix(graph, cfg.features)
+    x = training_input(graph, cfg.features, one)
     operators = build_operators(graph, needed_operators([cfg.variant]))
     device = pick_device(cfg.device)
     with cpu_threads(1 if graph.num_nodes < SMALL_GRAPH else None):
         run = train_split(x, graph.y, operators, cfg.variant, split, one, seed, device)
-    model = HGCN(x.shape[1], graph.y.shape[1], variant=cfg.variant, dropout=cfg.dropout)
+    model = build_model(x.shape[1], graph.y.shape[1], cfg.variant, one)
     model.load_state_dict(run.state)
     return hidden_layer(model, (x - run.mean) / run.std, operators), split, run.metrics
 
@@ -223,14 +222,13 @@ def hgcn_untrained_hidden(graph, cfg: TrainingConfig, seed: int) -> np.ndarray:
     """The hidden layer of an *untrained* ``cfg.variant`` (seeded random weights, same operators and
     features, features z-scored over all nodes): a control that shows how much of the hidden
     layer's signal comes from the graph operators rather than from training on land use."""
-    from landuse.models.hgcn import HGCN
-    from landuse.training.protocol import build_operators, feature_matrix, needed_operators
+    from landuse.training.protocol import build_model, build_operators, needed_operators, training_input
 
-    x = feature_matrix(graph, cfg.features)
+    x = training_input(graph, cfg.features, cfg)
     std = x.std(0, unbiased=False)
     x = (x - x.mean(0)) / torch.where(std > 1e-12, std, torch.ones_like(std))
     torch.manual_seed(seed)
-    model = HGCN(x.shape[1], graph.y.shape[1], variant=cfg.variant)
+    model = build_model(x.shape[1], graph.y.shape[1], cfg.variant, replace(cfg, dropout=0.0))
     return hidden_layer(model, x, build_operators(graph, needed_operators([cfg.variant])))
 
 
@@ -297,9 +295,11 @@ def candidates(config: Config, graph, xy: np.ndarray | None = None, extra: dict[
         elif "od_rows skipped" not in " ".join(notes):
             notes.append(f"od_rows skipped: no flows of source {source!r}")
     try:
+        if "poi_counts" in graph.features:  # the poi-features stage's modality already is this baseline (and more)
+            raise ConfigError("the poi_counts modality of node_features stands in for it")
         counts = read_pandas(config, T_POI_COUNTS, "pois", columns=["region_id", "level", "token", "n_pois"])
     except ConfigError as exc:
-        notes.append(f"poi_counts skipped: {exc}")
+        notes.append(f"poi_counts baseline skipped: {exc}")
     else:
         matrix, tokens = poi_count_matrix(counts, ids, level=1)
         if matrix.shape[1]:
@@ -607,10 +607,11 @@ def metric_key(text: str) -> str:
 
 
 def run_benchmark(config: Config, labels: Path | None = None, extra: dict[str, Path] | None = None,
-                  splits: int | None = None, track: bool = True) -> BenchmarkResult:
+                  splits: int | None = None, track: bool = True, explicit_labels: bool = True) -> BenchmarkResult:
     """Both tasks on every candidate; tables to ``<work_dir>/results/benchmark_embeddings``; MLflow run.
 
-    ``labels``: the per-region labels CSV of task (b) (None: task (b) is skipped). ``splits``: K of task
+    ``labels``: the per-region labels CSV of task (b) (None: task (b) is skipped); unless
+    ``explicit_labels``, it is used only when its region ids are exactly this run's. ``splits``: K of task
     (a) (None: ``training.splits``, at most 10). ``track``: log the run ``benchmark-embeddings:<name>``.
     """
     from landuse.training.experiments import load_graph_for, results_dir
@@ -621,7 +622,20 @@ def run_benchmark(config: Config, labels: Path | None = None, extra: dict[str, P
         raise ConfigError(f"--splits: must be >= 1 (got {k})")
     label_frame = load_region_labels(labels) if labels is not None else None
     graph, xy = load_graph_for(config)
-    embeddings, notes = candidates(config, graph, xy, extra)
+    notes: list[str] = []
+    if label_frame is not None:
+        region_ids = graph.region_ids.numpy()
+        shared = np.isin(label_frame["region_id"].to_numpy(), region_ids)
+        if explicit_labels and not shared.any():
+            raise ConfigError(f"--labels {labels}: none of its region ids is a region of this run "
+                              f"(e.g. {int(label_frame['region_id'].iloc[0])} vs {int(region_ids[0])})")
+        if not explicit_labels and not (shared.all() and len(label_frame) == len(region_ids)):
+            # the default file belongs to the mh-180 regions: on other regions it would match ids by chance
+            notes.append(f"task (b) skipped: {labels} describes other regions ({int(shared.sum())} of "
+                         f"{len(label_frame)} ids match this run's {len(region_ids)} regions)")
+            label_frame = None
+    embeddings, more = candidates(config, graph, xy, extra)
+    notes += more
     ids = common_regions(embeddings)
     if len(ids) < graph.num_nodes:
         notes.append(f"{graph.num_nodes - len(ids)} regions are missing from some embedding: task (a) uses the "

@@ -6,6 +6,16 @@ the tables (CSV + Markdown), the training curves (PNG) and the input tables' man
 artifacts. The configured ``training.variant`` on ``training.features`` is logged as a model
 (the split with the lowest validation KL), registered, and becomes ``champion`` only if it beats
 the current champion's validation KL.
+
+Variants adapt to the edge tables that exist (:func:`variant_blocker`): a city without trips has
+no flow edges, so the flow variants cannot run. ``train`` (and ``fusion``) then fall back to the
+first runnable variant of :data:`FALLBACK_VARIANTS`, with a warning and the MLflow tag
+``variant_fallback``; ``ablation`` trains the runnable variants and lists the others as rows with
+status ``skipped`` and a ``reason``. A variant that raises is a row with status ``failed`` (the
+one-line error as reason) and the others go on; every row is written (CSV + Markdown) as soon as
+it is known. The experiment fails only when every variant it tried failed. After an ablation the
+model registered is ``training.variant`` if it ran, else the runnable variant with the lowest
+validation KL (tag ``registered_because``), so ``predict`` always finds a model.
 """
 
 from __future__ import annotations
@@ -21,14 +31,29 @@ import numpy as np
 import pandas as pd
 import torch
 
-from landuse.config import Config, ConfigError
-from landuse.constants import MANIFEST_FILE, MODALITY_CODES
+from landuse.config import Config, ConfigError, fusion_features
+from landuse.constants import MANIFEST_FILE, MODALITIES, MODALITY_CODES
 from landuse.data.reader import GraphData
 from landuse.training.protocol import METRICS, SplitRun, build_operators, feature_matrix, run_protocol, summarise
+
+from landuse.constants import HGCN
+from landuse.training.protocol import OPERATOR_EDGES, needed_operators
 
 log = logging.getLogger(__name__)
 OPTIMISTIC = "selection=test: the epoch with the lowest TEST KL (the paper's rule) - optimistic, not a held-out estimate"
 MODEL_NAME = "model"
+# train / fusion train the first runnable variant of this order when training.variant cannot run
+FALLBACK_VARIANTS: tuple[str, ...] = (HGCN, "GCN_adj", "None")
+OK, SKIPPED, FAILED = "ok", "skipped", "failed"  # the status column of the results tables
+# why an edge set is absent / empty, for the reason column
+EDGE_ABSENT = {"flow": "no trips", "adjacency": "no edges_adjacency table; run `landuse run regions`",
+               "distance_decay": "no edges_distance_decay table; run `landuse run regions`"}
+EDGE_EMPTY = {"flow": "no flows between regions", "adjacency": "no region touches another",
+              "distance_decay": "no centroids within regions.decay_radius_m"}
+
+
+class ExperimentError(ConfigError):
+    """Every variant an experiment tried failed (their errors are in the results table)."""
 
 
 @dataclass
@@ -43,11 +68,16 @@ class Trial:
     def code(self) -> str:
         """Fusion code of the feature set, e.g. ``PIG``."""
         letters = {v: k for k, v in MODALITY_CODES.items()}
-        return "".join(letters[f] for f in self.features)
+        if all(f in letters for f in self.features):
+            return "".join(letters[f] for f in self.features)
+        return "+".join(self.features)
 
 
 def read_results_csv(path: Path) -> pd.DataFrame:
-    """A results table written by an experiment; the variant named ``None`` stays a string, not NaN."""
+    """A results table written by an experiment; the variant named ``None`` stays a string, not NaN.
+
+    Skipped / failed rows (``status``) have no metrics, rank or median epoch: those read as NaN.
+    """
     return pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"])
 
 
@@ -68,6 +98,49 @@ def load_graph_for(config: Config) -> tuple[GraphData, np.ndarray]:
     return graph, xy
 
 
+def variant_blocker(graph: GraphData, variant: str) -> str | None:
+    """Why ``variant`` cannot run on ``graph``, e.g. ``needs flow edges (no trips)``; None when it can.
+
+    Each operator of the variant (:func:`~landuse.training.protocol.needed_operators`) is built from
+    an edge set (:data:`~landuse.training.protocol.OPERATOR_EDGES`: adj/dd from the adjacency and
+    distance-decay edges, in/out/avg from the flow edges); the set must be loaded and non-empty.
+    """
+    problems: dict[str, str] = {}
+    for edge_set in sorted({OPERATOR_EDGES[op] for op in needed_operators([variant])}):
+        if edge_set not in graph.edges:
+            problems[edge_set] = EDGE_ABSENT.get(edge_set, f"no {edge_set} edges loaded")
+        elif graph.edges[edge_set][0].shape[1] == 0:
+            problems[edge_set] = EDGE_EMPTY.get(edge_set, f"edges_{edge_set} is empty")
+    if not problems:
+        return None
+    names = {"flow": "flow", "adjacency": "adjacency", "distance_decay": "distance-decay"}
+    return "; ".join(f"needs {names.get(k, k)} edges ({why})" for k, why in problems.items())
+
+
+def runnable_variants(graph: GraphData, variants: Sequence[str]) -> dict[str, str | None]:
+    """``variant -> None`` for each of ``variants`` that can run on ``graph``, else the reason it cannot."""
+    return {v: variant_blocker(graph, v) for v in variants}
+
+
+def choose_variant(graph: GraphData, wanted: str) -> tuple[str, str | None]:
+    """(the variant to train, None) when ``wanted`` can run; else (the first runnable variant of
+    :data:`FALLBACK_VARIANTS`, a note saying why)."""
+    reason = variant_blocker(graph, wanted)
+    if reason is None:
+        return wanted, None
+    for candidate in FALLBACK_VARIANTS:
+        if variant_blocker(graph, candidate) is None:
+            return candidate, f"training.variant {wanted} cannot run: {reason}; trained {candidate} instead"
+    raise ConfigError(f"training.variant: {wanted} cannot run ({reason}) and neither can {', '.join(FALLBACK_VARIANTS)}")
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception as one line: ``Type: first line of the message`` (at most 300 characters)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    line = text if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+    return line[:300]
+
+
 def table_row(trial: Trial, selection: str) -> dict:
     """Thesis-style row: mean and std over splits of each test metric, plus validation KL."""
     test, val = summarise(trial.runs, "test"), summarise(trial.runs, "val")
@@ -78,14 +151,34 @@ def table_row(trial: Trial, selection: str) -> dict:
     row["splits"] = len(trial.runs)
     row["epoch_median"] = int(np.median([r.best_epoch for r in trial.runs]))
     row["selection"] = selection
+    row["status"], row["reason"] = OK, ""
     return row
+
+
+def status_row(variant: str, code: str, status: str, reason: str, selection: str) -> dict:
+    """A row for a variant that was not trained (``skipped``) or raised (``failed``): no metrics, 0 splits."""
+    row: dict = {"variant": variant, "features": code}
+    for metric in (*METRICS, "val_kl"):
+        row[metric] = row[f"{metric}_std"] = math.nan
+    return {**row, "splits": 0, "epoch_median": None, "selection": selection, "status": status, "reason": reason}
+
+
+def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
+    """Rows (from :func:`table_row` / :func:`status_row`) as the results table; trained rows ranked
+    by mean test KL (1 = best), the others without rank."""
+    frame = pd.DataFrame(list(rows))
+    if "status" not in frame.columns:
+        frame["status"], frame["reason"] = OK, ""
+    trained = frame["status"] == OK
+    frame.insert(2, "rank", frame["kl"].where(trained).rank(method="min").astype("Int64"))
+    frame["splits"] = frame["splits"].fillna(0).astype(int)
+    frame["epoch_median"] = pd.array(frame["epoch_median"], dtype="Int64")
+    return frame
 
 
 def results_table(trials: Sequence[Trial], selection: str) -> pd.DataFrame:
     """All trials, ranked by mean test KL (1 = best)."""
-    frame = pd.DataFrame([table_row(t, selection) for t in trials])
-    frame.insert(2, "rank", frame["kl"].rank(method="min").astype(int))
-    return frame
+    return results_frame([table_row(t, selection) for t in trials])
 
 
 def markdown(frame: pd.DataFrame, title: str, selection: str, by: str = "variant") -> str:
@@ -95,14 +188,28 @@ def markdown(frame: pd.DataFrame, title: str, selection: str, by: str = "variant
         lines += [f"> **{OPTIMISTIC}**", ""]
     head = [by, "KL", "L1 (mean)", "L1 (sum)", "cosine", "rank"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in frame.iterrows():
-        cells = [str(r[by])] + [f"{r[m]:.4f} ± {r[m + '_std']:.4f}" for m in METRICS] + [str(r["rank"])]
+    status = frame["status"] if "status" in frame.columns else pd.Series(OK, index=frame.index)
+    for (_, r), state in zip(frame.iterrows(), status):
+        if state == OK:
+            cells = [str(r[by])] + [f"{r[m]:.4f} ± {r[m + '_std']:.4f}" for m in METRICS] + [str(r["rank"])]
+        else:  # skipped / failed: no metrics; the reason is listed below the table
+            cells = [str(r[by])] + ["–"] * len(METRICS) + [str(state)]
         lines.append("| " + " | ".join(cells) + " |")
-    n = int(frame["splits"].iloc[0]) if len(frame) else 0
+    trained = frame[status == OK]
+    n = int(trained["splits"].max()) if len(trained) else 0
     lines += ["", f"Test metrics, mean ± std over {n} splits; epoch chosen on "
               f"{'validation' if selection == 'validation' else 'test'} KL. KL = KL(y‖ŷ) batchmean; "
               "L1 (mean) = mean |ŷ−y| over regions × classes (the paper's); L1 (sum) = per-region sum over "
               "classes (HGI/RegionDCL's); cosine = mean row-wise cosine similarity."]
+    others: dict[tuple[str, str], list[str]] = {}  # (status, reason) -> names, in table order
+    for (_, r), state in zip(frame.iterrows(), status):
+        if state != OK:
+            reason = r.get("reason")
+            others.setdefault((str(state), reason if isinstance(reason, str) and reason else "no reason recorded"),
+                              []).append(str(r[by]))
+    if others:
+        lines += ["", "Not trained:", ""]
+        lines += [f"- {', '.join(names)}: {state} — {reason}" for (state, reason), names in others.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -147,24 +254,34 @@ def log_trial(trial: Trial, directory: Path) -> None:
     mlflow.log_artifact(str(png))
 
 
-def log_and_register(config: Config, graph: GraphData, trial: Trial) -> dict:
-    """Log the trial's best-validation split as an MLflow model and register it (champion if better)."""
+def log_and_register(config: Config, graph: GraphData, trial: Trial, why: str | None = None) -> dict:
+    """Log the trial's best-validation split as an MLflow model and register it (champion if better).
+
+    ``why`` (when the model is not simply ``training.variant``) becomes the ``registered_because``
+    tag of the run and of the model version.
+    """
     import mlflow
 
-    from landuse.models.hgcn import HGCN
     from landuse.models.serving import RegionModel
     from landuse.training.tracking import register_model
 
+    from landuse.training.protocol import build_model, training_input, with_label_lag
+
+    cfg = config.training
     best = min(trial.runs, key=lambda r: r.metrics["val"]["kl"] if "val" in r.metrics else r.metrics["test"]["kl"])
-    model = HGCN(sum(graph.features[f].shape[1] for f in trial.features), len(graph.classes),
-                 variant=trial.variant, dropout=config.training.dropout)
+    # the model's input exactly as in training (features, presence flags, spatial lags; see protocol.model_input)
+    inputs = training_input(graph, trial.features, cfg)
+    if cfg.label_lag:  # as in training: the land use of the split's training neighbours
+        inputs = with_label_lag(inputs, graph, best.indices["train"])
+    model = build_model(inputs.shape[1], len(graph.classes), trial.variant, cfg)
     model.load_state_dict(best.state)
     operators = build_operators(graph, model.required_operators)
     served = RegionModel(model, operators, best.mean, best.std).eval()
-    x = feature_matrix(graph, trial.features).numpy().astype(np.float32)
+    x = inputs.numpy().astype(np.float32)
     val_kl = best.metrics["val"]["kl"] if "val" in best.metrics else best.metrics["test"]["kl"]
     metadata = {"variant": trial.variant, "features": list(trial.features), "classes": list(graph.classes),
-                "split": best.split, "best_epoch": best.best_epoch, "num_nodes": graph.num_nodes}
+                "split": best.split, "best_epoch": best.best_epoch, "num_nodes": graph.num_nodes,
+                "presence": bool(cfg.presence), "spatial_lag": int(cfg.spatial_lag), "label_lag": bool(cfg.label_lag)}
     with torch.no_grad():
         example_out = served(torch.from_numpy(x)).numpy()
     from mlflow.models import infer_signature
@@ -175,9 +292,11 @@ def log_and_register(config: Config, graph: GraphData, trial: Trial) -> dict:
     mlflow.log_dict({"val": best.indices["val"].tolist(), "test": best.indices["test"].tolist(),
                      "train": best.indices["train"].tolist(), "region_ids": graph.region_ids.tolist()},
                     "model_split.json")
-    version, champion = register_model(info.model_uri, config.training.registered_model, val_kl,
-                                       {"variant": trial.variant, "features": trial.code,
-                                        "run_id": mlflow.active_run().info.run_id})
+    tags = {"variant": trial.variant, "features": trial.code, "run_id": mlflow.active_run().info.run_id}
+    if why:
+        tags["registered_because"] = why
+        mlflow.set_tag("registered_because", why)
+    version, champion = register_model(info.model_uri, config.training.registered_model, val_kl, tags)
     return {"model_uri": info.model_uri, "version": version, "champion": champion, "val_kl": val_kl}
 
 
@@ -225,46 +344,172 @@ def run_experiment(config: Config, kind: str, force: bool = True) -> tuple[pd.Da
     cfg = config.training
     graph, xy = load_graph_for(config)
     features = tuple(cfg.features)
+    variant, fallback = cfg.variant, None
+    if kind in ("train", "fusion"):
+        variant, fallback = choose_variant(graph, cfg.variant)
+        if fallback:
+            log.warning("%s: %s", kind, fallback)
     if kind == "train":
-        plan = [(cfg.variant, features)]
+        plan = [(variant, features)]
     elif kind == "ablation":
         plan = [(v, features) for v in cfg.variants]
     elif kind == "fusion":
-        plan = [(cfg.variant, tuple(MODALITY_CODES[c] for c in code)) for code in cfg.fusion]
+        known = {*MODALITIES, *config.inputs.embeddings}
+        plan = [(variant, fusion_features(code, known)) for code in cfg.fusion]
     else:
         raise ValueError(kind)
     for _, feats in plan:
         feature_matrix(graph, feats)  # fail before any training if a modality is missing
+    blockers = runnable_variants(graph, [v for v, _ in plan])
+    if all(blockers.values()):
+        raise ConfigError(f"{kind}: none of the variants can run on {config.tables_dir}: "
+                          + "; ".join(f"{v} {why}" for v, why in blockers.items())
+                          + f" (add one of {', '.join(FALLBACK_VARIANTS)} to training.variants)")
     setup_mlflow(config)
     out = results_dir(config, kind)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").unlink(missing_ok=True)  # until this run completes, its tables are not reusable
     by = "features" if kind == "fusion" else "variant"
-    title = {"train": f"{cfg.variant} on {'+'.join(features)}",
+    title = {"train": f"{variant} on {'+'.join(features)}",
              "ablation": f"HGCN ablation ({'+'.join(features)} features)",
-             "fusion": f"Multimodal fusion ({cfg.variant})"}[kind]
+             "fusion": f"Multimodal fusion ({variant})"}[kind]
     model_info: dict = {}
     with mlflow.start_run(run_name=f"{kind}:{config.name}") as parent:
         log_config(config)
         mlflow.set_tags({"kind": kind, "selection": cfg.selection, "split": cfg.split})
         if cfg.selection == "test":
             mlflow.set_tag("warning", OPTIMISTIC)
+        if fallback:
+            mlflow.set_tag("variant_fallback", fallback)
+        skipped = {v: why for v, why in blockers.items() if why}
+        if skipped:
+            mlflow.set_tag("skipped_variants", ", ".join(skipped))
+            log.warning("%s: skipping %d variant(s) that cannot run on these tables: %s", kind, len(skipped),
+                        "; ".join(f"{v} {why}" for v, why in skipped.items()))
         manifest = config.tables_dir / "node_features" / MANIFEST_FILE
         if manifest.exists():
             mlflow.log_artifact(str(manifest), artifact_path="inputs")
-        trials = run_trials(config, graph, xy, plan)
-        for trial in trials:
-            with mlflow.start_run(run_name=f"{trial.variant}:{trial.code}", nested=True):
-                log_trial(trial, out)
-                if trial.variant == cfg.variant and trial.features == features:
-                    model_info = log_and_register(config, graph, trial)
-        table = results_table(trials, cfg.selection)
+
+        rows: list[dict] = []
+        trials: list[Trial] = []
+        child_runs: dict[tuple[str, tuple[str, ...]], str] = {}
+        failed: dict[str, str] = {}
+        errors: list[BaseException] = []
+
+        def write_partial() -> pd.DataFrame:
+            """The rows so far as CSV + Markdown (a crash later never loses them)."""
+            frame = results_frame(rows)
+            frame.to_csv(out / f"{kind}.csv", index=False)
+            (out / f"{kind}.md").write_text(markdown(frame, title, cfg.selection, by=by))
+            return frame
+
+        from tqdm.auto import tqdm
+
+        runnable = sum(1 for v, _ in plan if not blockers[v])
+        with tqdm(total=runnable * cfg.splits, desc="training", unit="split", disable=not cfg.progress,
+                  leave=False) as bar:
+            for v, feats in plan:
+                code = Trial(v, feats, []).code
+                if blockers[v]:
+                    rows.append(status_row(v, code, SKIPPED, blockers[v], cfg.selection))
+                    write_partial()
+                    continue
+                try:
+                    trial, run_id = train_and_log(config, graph, xy, v, feats, out, bar)
+                except Exception as exc:  # noqa: BLE001 - one variant's failure must not lose the others
+                    line = error_line(exc)
+                    log.error("%s: variant %s on %s failed: %s", kind, v, code, line)
+                    log.debug("%s: variant %s traceback", kind, v, exc_info=True)
+                    failed[f"{v}:{code}"] = line
+                    errors.append(exc)
+                    rows.append(status_row(v, code, FAILED, line, cfg.selection))
+                else:
+                    trials.append(trial)
+                    child_runs[(v, feats)] = run_id
+                    rows.append(table_row(trial, cfg.selection))
+                write_partial()
+        if failed:
+            mlflow.set_tag("failed_variants", ", ".join(failed))
+        if not trials:
+            write_partial()
+            if len(errors) == 1:
+                raise errors[0]
+            raise ExperimentError(f"{kind}: every variant that could run failed ({len(errors)}); first: "
+                                  f"{next(iter(failed))}: {next(iter(failed.values()))}; table: {out / (kind + '.md')}")
+
+        chosen, why = registration_choice(kind, cfg.variant, features, trials, blockers, failed, fallback)
+        if chosen is not None:
+            with mlflow.start_run(run_id=child_runs[(chosen.variant, chosen.features)], nested=True):
+                model_info = log_and_register(config, graph, chosen, why)
+            if why:
+                mlflow.set_tags({"registered_variant": chosen.variant, "registered_because": why})
+                log.warning("%s: registered %s: %s", kind, chosen.variant, why)
+        table = write_partial()
         text = markdown(table, title, cfg.selection, by=by)
         frames = {kind: table}
-        main = next((t for t in trials if t.variant == cfg.variant), trials[0])
+        main = chosen or next((t for t in trials if t.variant == variant), trials[0])
         frames["per_class_errors"] = per_class_table(main, graph.classes, graph.y.numpy())
         log_table_artifacts(frames, out, {kind: text})
-        best = table.sort_values("kl").iloc[0]
+        best = table[table["status"] == OK].sort_values("kl").iloc[0]
         mlflow.log_metrics({"best_test_kl": float(best["kl"])})
-        record = {"run_id": parent.info.run_id, "fingerprint": experiment_fingerprint(config, kind), "model": model_info}
+        record = {"run_id": parent.info.run_id,
+                  # a run with failed variants is not reused: the next run retries them
+                  "fingerprint": None if failed else experiment_fingerprint(config, kind),
+                  "model": model_info, "fallback": fallback, "skipped": skipped, "failed": failed}
         (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     return table, out / f"{kind}.md", model_info
+
+
+def train_and_log(config: Config, graph: GraphData, xy: np.ndarray, variant: str, features: tuple[str, ...],
+                  directory: Path, bar=None) -> tuple[Trial, str]:
+    """Train one (variant, features) over the splits in its own nested MLflow run; (trial, run id).
+
+    When training raises, the nested run carries the one-line error (tag ``error``) and ends FAILED.
+    """
+    import mlflow
+
+    code = Trial(variant, features, []).code
+    with mlflow.start_run(run_name=f"{variant}:{code}", nested=True) as run:
+        mlflow.set_tags({"variant": variant, "features": code})
+        try:
+            trial = Trial(variant, features, run_protocol(graph, variant, features, config.training, config.seed, xy, bar))
+            log_trial(trial, directory)
+        except Exception as exc:
+            mlflow.set_tag("error", error_line(exc))
+            raise
+    return trial, run.info.run_id
+
+
+def mean_val_kl(trial: Trial) -> float:
+    """Mean validation KL over the splits (test KL when there is no validation part)."""
+    val = summarise(trial.runs, "val")["kl"][0]
+    return val if math.isfinite(val) else summarise(trial.runs, "test")["kl"][0]
+
+
+def registration_choice(kind: str, wanted: str, features: tuple[str, ...], trials: Sequence[Trial],
+                        blockers: dict[str, str | None], failed: dict[str, str],
+                        fallback: str | None) -> tuple[Trial | None, str | None]:
+    """The trial whose model is registered, and why when it is not simply ``training.variant``.
+
+    train: its one trial (a fallback says so). fusion: ``training.variant`` (or its fallback) on
+    ``training.features`` when that set was trained, else nothing. ablation: ``training.variant``
+    if it ran, else the trained variant with the lowest mean validation KL.
+    """
+    if kind == "train":
+        return trials[0], fallback
+    if kind == "fusion":
+        match = next((t for t in trials if t.features == features), None)
+        return match, (fallback if match is not None else None)
+    match = next((t for t in trials if t.variant == wanted and t.features == features), None)
+    if match is not None:
+        return match, None
+    best = min(trials, key=mean_val_kl)
+    code = Trial(wanted, features, []).code
+    if blockers.get(wanted):
+        state = f"cannot run ({blockers[wanted]})"
+    elif f"{wanted}:{code}" in failed:
+        state = f"failed ({failed[f'{wanted}:{code}']})"
+    else:
+        state = "is not in training.variants"
+    return best, (f"training.variant {wanted} {state}; registered {best.variant}, the trained variant with the "
+                  f"lowest validation KL ({mean_val_kl(best):.5f})")

@@ -26,11 +26,42 @@ def load_served_model(model_uri: str):
         info = mlflow.models.get_model_info(model_uri)
         model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - MLflow raises many types; report one line
+        missing = registered_model_missing(model_uri)
+        if missing:
+            raise ConfigError(f"--model {model_uri}: {missing}") from None
         raise ConfigError(f"--model {model_uri}: cannot load the model ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     meta = info.metadata or {}
     if "features" not in meta or "classes" not in meta:
         raise ConfigError(f"--model {model_uri}: not a landuse model (no features/classes metadata)")
     return model, meta
+
+
+def registered_model_missing(model_uri: str) -> str | None:
+    """For ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` URIs whose name or alias is not in the
+    registry: a one-line explanation naming what to run; None otherwise (or when it cannot tell)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if not model_uri.startswith("models:/"):
+        return None
+    ref = model_uri.removeprefix("models:/")
+    name, alias = (ref.split("@", 1) + [None])[:2] if "@" in ref else (ref.split("/", 1)[0], None)
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    hint = "run `landuse run train` or `landuse run ablation` first (they register the model)"
+    if not versions:
+        return f"no model is registered as {name!r}; {hint}"
+    if alias:
+        try:
+            client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            latest = max(int(v.version) for v in versions)
+            return (f"{name!r} has {len(versions)} version(s) but none has the alias {alias!r}; "
+                    f"use --model models:/{name}/{latest}, or {hint}")
+    return None
 
 
 def prediction_table(region_ids: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -52,14 +83,20 @@ def predict(config: Config, model_uri: str) -> tuple[pd.DataFrame, Path, Path]:
     from landuse.data.reader import load_graph
     from landuse.spark.io import read_geoparquet, write_pandas
     from landuse.spark.schemas import REGION_ID, T_REGIONS
-    from landuse.training.protocol import feature_matrix
+    from landuse.training.protocol import model_input, with_label_lag
 
     model, meta = load_served_model(model_uri)
-    graph = load_graph(config.tables_dir, classes=meta["classes"], edges=())
+    spatial_lag = int(meta.get("spatial_lag") or 0)
+    label_lag = bool(meta.get("label_lag", False))
+    graph = load_graph(config.tables_dir, classes=meta["classes"],
+                       edges=("adjacency",) if spatial_lag or label_lag else ())
     if meta.get("num_nodes") not in (None, graph.num_nodes):
         raise ConfigError(f"--model {model_uri}: trained on a graph of {meta['num_nodes']} regions, "
                           f"but {config.tables_dir} has {graph.num_nodes}; predict on the graph it was trained on")
-    x = feature_matrix(graph, meta["features"])
+    # the model's input as in training (models logged before presence flags existed: features only)
+    x = model_input(graph, meta["features"], bool(meta.get("presence", False)), spatial_lag)
+    if label_lag:  # every labelled region informs its neighbours (a region's own label never enters its input)
+        x = with_label_lag(x, graph, np.flatnonzero(graph.has_label.numpy()))
     with torch.no_grad():
         probs = torch.softmax(model(x), dim=-1).numpy()
     table = prediction_table(graph.region_ids.numpy(), probs, list(meta["classes"]))

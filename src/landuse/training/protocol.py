@@ -20,7 +20,7 @@ import torch
 
 from landuse.config import ConfigError, TrainingConfig
 from landuse.data.reader import GraphData
-from landuse.models.hgcn import HEADS, HGCN
+from landuse.models.hgcn import DEFAULT_HEAD_DIMS, HEADS, HGCN, variant_defaults
 from landuse.training.metrics import evaluate, kl_loss
 from landuse.training.splits import blocked_splits, random_splits
 
@@ -32,7 +32,8 @@ METRICS = ("kl", "l1_mean", "l1_sum", "cosine")
 # two, and on a shared machine multi-threaded tiny ops can be ~100x slower (spin-waiting threads).
 SMALL_GRAPH = 20_000
 
-OPERATOR_EDGES = {"adj": "adjacency", "dd": "distance_decay", "in": "flow", "out": "flow", "avg": "flow"}
+OPERATOR_EDGES = {"adj": "adjacency", "dd": "distance_decay", "in": "flow", "out": "flow", "avg": "flow",
+                  "nbr": "adjacency"}
 
 
 def pick_device(choice: str = "auto") -> torch.device:
@@ -57,14 +58,89 @@ def feature_matrix(graph: GraphData, modalities: Iterable[str]) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
+def model_input(graph: GraphData, modalities: Iterable[str], presence: bool = False, spatial_lag: int = 0) -> torch.Tensor:
+    """The model's input [N, F']: the modalities' features, then presence indicators, then spatial lags.
+
+    ``presence``: one 0/1 column per chosen modality that some regions lack (its ``has_*`` flag), so
+    the model can tell "absent" from "all zeros" (with the first layer linear, this is equivalent to
+    imputing the absent rows). ``spatial_lag`` k > 0: the neighbour means (adjacency, no self loop)
+    of those columns for 1..k hops appended — a region's surroundings as features. Label-free, so
+    computed once for all nodes.
+    """
+    modalities = list(modalities)
+    x = feature_matrix(graph, modalities)
+    if presence:
+        flags = [graph.flags[m].float().unsqueeze(1) for m in modalities
+                 if m in graph.flags and 0 < float(graph.flags[m].float().mean()) < 1]
+        if flags:
+            x = torch.cat([x, *flags], dim=1)
+    if spatial_lag:
+        if "adjacency" not in graph.edges:
+            raise ConfigError("training.spatial_lag: needs the adjacency edges, which are not loaded")
+        from landuse.data.operators import neighbour_mean_operator
+
+        op = neighbour_mean_operator(graph.edges["adjacency"][0], graph.num_nodes)
+        hops, h = [x], x
+        for _ in range(spatial_lag):
+            h = torch.sparse.mm(op, h)
+            hops.append(h)
+        x = torch.cat(hops, dim=1)
+    return x
+
+
+def training_input(graph: GraphData, modalities: Iterable[str], cfg: TrainingConfig) -> torch.Tensor:
+    """:func:`model_input` with the training config's ``presence`` and ``spatial_lag``."""
+    return model_input(graph, modalities, cfg.presence, cfg.spatial_lag)
+
+
+def label_lag_features(y: torch.Tensor, train: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+    """Land use around each region from TRAINING labels only: [N, 2C + 2].
+
+    For hops 1 and 2 over the neighbour-mean operator ``nbr`` (no self loop): the mean label
+    distribution of the region's training-set neighbours (zeros where it has none) and the share of
+    its neighbourhood that is in the training set. A region's own label never enters its features,
+    and validation / test labels never enter anyone's.
+    """
+    mask = torch.zeros(y.shape[0], 1, dtype=y.dtype, device=y.device)
+    mask[train] = 1.0
+    out = []
+    lab, share = y * mask, mask
+    for _ in range(2):
+        lab, share = torch.sparse.mm(nbr, lab), torch.sparse.mm(nbr, share)
+        out += [torch.where(share > 0, lab / share.clamp_min(1e-12), torch.zeros_like(lab)), share]
+    return torch.cat(out, dim=1)
+
+
+def with_label_lag(x: torch.Tensor, graph: GraphData, known: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """x with :func:`label_lag_features` of the ``known`` (labelled, usable) nodes appended: the serving input
+    of a ``label_lag`` model (registration: its split's training nodes; prediction: every labelled region)."""
+    from landuse.data.operators import neighbour_mean_operator
+
+    if "adjacency" not in graph.edges:
+        raise ConfigError("training.label_lag: needs the adjacency edges, which are not loaded")
+    nbr = neighbour_mean_operator(graph.edges["adjacency"][0], graph.num_nodes)
+    return torch.cat([x, label_lag_features(graph.y, torch.as_tensor(known, dtype=torch.long), nbr)], dim=1)
+
+
+def build_model(in_dim: int, num_classes: int, variant: str, cfg: TrainingConfig) -> HGCN:
+    """The variant's model with the config's dropout and width (every head and trunk width × ``cfg.width``)."""
+    settings = variant_defaults(variant)
+    dims = {**DEFAULT_HEAD_DIMS, **settings["head_dims"]}
+    scale = lambda d: max(1, int(round(d * cfg.width)))  # noqa: E731
+    return HGCN(in_dim, num_classes, variant=variant, dropout=cfg.dropout,
+                head_dims={k: scale(v) for k, v in dims.items()}, trunk_activation=settings["trunk_activation"],
+                trunk_dims=tuple(scale(d) for d in (32, 16)), fusion=settings["fusion"])
+
+
 def needed_operators(variants: Iterable[str]) -> set[str]:
-    """Operators (adj, dd, in, out, avg) the given variants use."""
-    return {head for v in variants for head in HEADS[v] if head != "self"}
+    """Operators (adj, dd, in, out, avg, nbr) the given variants use."""
+    return {"nbr" if head == "nbr2" else head for v in variants for head in HEADS[v] if head != "self"}
 
 
 def build_operators(graph: GraphData, names: Iterable[str]) -> dict[str, torch.Tensor]:
     """Sparse [N, N] operators from the graph's edge tables (DESIGN.md §2)."""
-    from landuse.data.operators import adjacency_operator, avg_flow_operator, distance_decay_operator, flow_operators
+    from landuse.data.operators import (adjacency_operator, avg_flow_operator, distance_decay_operator, flow_operators,
+                                        neighbour_mean_operator)
 
     names = set(names)
     n = graph.num_nodes
@@ -74,6 +150,8 @@ def build_operators(graph: GraphData, names: Iterable[str]) -> dict[str, torch.T
     ops: dict[str, torch.Tensor] = {}
     if "adj" in names:
         ops["adj"] = adjacency_operator(graph.edges["adjacency"][0], n)
+    if "nbr" in names:
+        ops["nbr"] = neighbour_mean_operator(graph.edges["adjacency"][0], n)
     if "dd" in names:
         index, weight = graph.edges["distance_decay"]
         ops["dd"] = distance_decay_operator(index, weight, n)
@@ -141,11 +219,15 @@ def train_split(
     """
     torch.manual_seed(seed)
     train, val, test = (torch.as_tensor(s, dtype=torch.long, device=device) for s in split)
+    if cfg.label_lag:
+        if "nbr" not in operators:
+            raise ConfigError("training.label_lag: needs the adjacency edges, which are not loaded")
+        x = torch.cat([x, label_lag_features(y, train.cpu(), operators["nbr"])], dim=1)
     mean, std = standardise(x, train.cpu(), cfg.standardize)
     xs = ((x - mean) / std).to(device)
     y = y.to(device)
     ops = {k: v.to(device) for k, v in operators.items()}
-    model = HGCN(x.shape[1], y.shape[1], variant=variant, dropout=cfg.dropout)
+    model = build_model(x.shape[1], y.shape[1], variant, cfg)
     if init is not None:
         init(model)
     model = model.to(device)
@@ -192,8 +274,8 @@ def run_protocol(
 ) -> list[SplitRun]:
     """Train ``variant`` on every split; ``progress`` (a tqdm bar) is advanced once per split."""
     device = pick_device(cfg.device)
-    x = feature_matrix(graph, modalities)
-    operators = build_operators(graph, needed_operators([variant]))
+    x = training_input(graph, modalities, cfg)
+    operators = build_operators(graph, needed_operators([variant]) | ({"nbr"} if cfg.label_lag else set()))
     runs = []
     with cpu_threads(1 if graph.num_nodes < SMALL_GRAPH else None):
         for i, split in enumerate(make_splits(graph, cfg, seed, xy)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["blocked_splits", "random_splits"]
+__all__ = ["blocked_splits", "nested_splits", "random_splits"]
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -64,4 +64,22 @@ def blocked_splits(
         part[order] = np.searchsorted(cuts, mid, side="right")  # 0 train, 1 val, 2 test
         node_part = part[block]
         out.append(tuple(np.sort(idx[node_part == j]) for j in range(3)))  # type: ignore[arg-type]
+    return out
+
+
+def nested_splits(idx: np.ndarray, k: int, test: float, val_of_rest: float, seed: int) -> list[Split]:
+    """k random splits: round(test·n) test nodes, then round(val_of_rest·rest) validation, the rest train.
+
+    The region-embedding land-use protocol's repeats (test 20 %, validation 20 % of the rest).
+    """
+    if not (0 < test < 1 and 0 <= val_of_rest < 1):
+        raise ValueError(f"nested_splits needs 0 < test < 1 and 0 <= val_of_rest < 1 (got {test}, {val_of_rest})")
+    idx = np.asarray(idx)
+    n_test = round(test * len(idx))
+    n_val = round(val_of_rest * (len(idx) - n_test))
+    out = []
+    for i in range(k):
+        perm = np.random.default_rng([seed, i]).permutation(idx)
+        te, va, tr = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+        out.append((np.sort(tr), np.sort(va), np.sort(te)))
     return out

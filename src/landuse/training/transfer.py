@@ -12,7 +12,11 @@ statistical image features (``image``: the same band / index statistics when bot
 same sensor adapter, e.g. ``landsat8_oli``) and ``geo`` (a location encoding normalised to each
 city's extent) are comparable; the POI Doc2Vec and flow Word2Vec embeddings (``poi``, ``flow``)
 are trained per city, so their axes are arbitrary and do **not** line up across cities — hence
-the default ``features = ("image", "geo")``. Different widths are refused with a clear error.
+the default ``features = ("image", "geo")``. ``poi_text`` (a sentence embedding of the POI
+categories' text, one fixed model for every city) and ``poi_density`` (counts per area, entropy)
+line up across cities whatever their POI taxonomies (Amap, OS PointX, OSM, CommonPlace), so
+``--features image,geo,poi_text`` transfers POI semantics too; ``poi_counts`` / ``poi_tfidf`` columns
+are each city's own tokens and do not. Different widths are refused with a clear error.
 Each city is standardised with its own training-node statistics (the protocol's rule).
 
 Classes. When the two cities' class lists are equal the whole network transfers; otherwise
@@ -49,7 +53,9 @@ DEFAULT_FEATURES: tuple[str, ...] = ("image", "geo")
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
 METHODS = ("scratch", "transfer")
 SOURCE_VAL_FRACTION = 0.1
-NOT_TRANSFERABLE = {"poi": "Doc2Vec is trained per city", "flow": "Word2Vec is trained per city"}
+NOT_TRANSFERABLE = {"poi": "Doc2Vec is trained per city", "flow": "Word2Vec is trained per city",
+                    "poi_counts": "its columns are this city's category tokens",
+                    "poi_tfidf": "its columns are this city's category tokens"}
 
 
 def val_fraction_for(fraction: float) -> float:

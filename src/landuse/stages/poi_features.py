@@ -1,0 +1,108 @@
+"""Stage ``poi-features``: taxonomy-light POI modalities (see :mod:`landuse.features.poi_features`).
+
+Writes one modality table per feature family, each one row per region (``region_id``, ``vector``,
+``has_<modality>``): ``poi_count_features`` (modality ``poi_counts``), ``poi_tfidf_features``
+(``poi_tfidf``), ``poi_density_features`` (``poi_density``) and, with
+``embeddings.poi_features.text``, ``poi_text_features`` (``poi_text``: an offline sentence
+embedding of each category's text, pooled per region — comparable across cities whose taxonomies
+differ). Counting runs on Spark; only region × token counts reach the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from landuse.config import Config, ConfigError
+from landuse.runner import Stage, StageContext
+from landuse.spark.io import read_pandas, read_table, table_path, write_pandas
+from landuse.spark.schemas import AREA_M2, REGION_ID, T_POI_REGIONS, T_REGIONS
+
+log = logging.getLogger(__name__)
+
+# modality -> its table
+POI_FEATURE_TABLES = {
+    "poi_counts": "poi_count_features",
+    "poi_tfidf": "poi_tfidf_features",
+    "poi_density": "poi_density_features",
+    "poi_text": "poi_text_features",
+}
+
+
+def modalities(config: Config) -> list[str]:
+    """The modalities this stage writes under ``config``."""
+    names = ["poi_counts", "poi_tfidf", "poi_density"]
+    return names + (["poi_text"] if config.embeddings.poi_features.text else [])
+
+
+def run(ctx: StageContext) -> None:
+    """Counts per level on Spark → shares, TF-IDF, density (and pooled text embeddings)."""
+    from landuse.features.poi_features import count_matrix, density, level_token_counts, modality_table, shares, tfidf
+
+    config, cfg = ctx.config, ctx.config.embeddings.poi_features
+    regions = read_pandas(config, T_REGIONS, "regions", columns=[REGION_ID, AREA_M2]).sort_values(REGION_ID)
+    ids = regions[REGION_ID].to_numpy(np.int64)
+    poi_regions = read_table(ctx.spark, config, T_POI_REGIONS, "pois")
+    levels = sorted(set(cfg.levels) | ({cfg.text_level} if cfg.text else set()))
+    counts = {lv: level_token_counts(poi_regions, lv).toPandas() for lv in levels}
+    matrices = {lv: count_matrix(counts[lv], ids, cfg.max_tokens) for lv in levels}
+    has = np.asarray(matrices[levels[0]][0].sum(axis=1)).ravel() > 0
+    chosen = sorted(cfg.levels)
+    tables = {
+        "poi_counts": np.hstack([shares(matrices[lv][0]) for lv in chosen]),
+        "poi_tfidf": np.hstack([tfidf(matrices[lv][0]) for lv in chosen]),
+        "poi_density": density([matrices[lv][0] for lv in chosen], regions[AREA_M2].to_numpy(float))[0],
+    }
+    for name, vectors in tables.items():
+        write_pandas(modality_table(ids, vectors, has, f"has_{name}"), ctx.out(POI_FEATURE_TABLES[name]))
+    dims = {name: int(v.shape[1]) for name, v in tables.items()}
+    if cfg.text:
+        text = _text_table(counts[cfg.text_level], ids, config)
+        write_pandas(text, ctx.out(POI_FEATURE_TABLES["poi_text"]))
+        dims["poi_text"] = len(text["vector"].iloc[0])
+    ctx.summary.update(regions=len(ids), regions_with_pois=int(has.sum()), levels=chosen, dims=dims,
+                       tokens={str(lv): len(matrices[lv][1]) for lv in levels})
+    log.info("poi features: %d regions (%d with POIs), dims %s", len(ids), int(has.sum()), dims)
+
+
+def _text_table(counts, ids: np.ndarray, config: Config):
+    """The pooled category-text embeddings (modality poi_text)."""
+    from landuse.features.poi_text import (PoiTextEmbedder, TextEncoderUnavailable, category_texts,
+                                           read_category_text, region_text_vectors)
+
+    cfg = config.embeddings.poi_features
+    mapping = read_category_text(cfg.category_text) if cfg.category_text is not None else None
+    tokens = sorted(counts["token"].astype(str).unique())
+    texts = category_texts(tokens, mapping)
+    embedder = PoiTextEmbedder(cfg.text_model)
+    try:
+        vectors = embedder.embed([texts[t] for t in tokens])
+    except TextEncoderUnavailable as exc:
+        raise ConfigError(f"embeddings.poi_features.text: {exc} (or set embeddings.poi_features.text: false)") from None
+    return region_text_vectors(counts, dict(zip(tokens, vectors)), ids, dim=embedder.dim)
+
+
+def outputs(config: Config) -> dict:
+    """One table per modality written."""
+    return {POI_FEATURE_TABLES[m]: table_path(config, POI_FEATURE_TABLES[m]) for m in modalities(config)}
+
+
+def inputs(config: Config) -> list:
+    """The category-text file, when given."""
+    path = config.embeddings.poi_features.category_text
+    if path is not None and not path.is_file():
+        raise ConfigError(f"embeddings.poi_features.category_text: file not found: {path}")
+    return [path] if path is not None else []
+
+
+STAGE = Stage(
+    name="poi-features",
+    description="POI category shares / TF-IDF per level, density, pooled category-text embeddings per region",
+    run=run,
+    outputs=outputs,
+    config_keys=("embeddings.poi_features",),
+    inputs=inputs,
+    upstream=("regions", "pois"),
+    enabled=lambda config: config.inputs.pois is not None,
+)
