@@ -290,6 +290,7 @@ class TrainingConfig:
     presence: bool = True  # append a 0/1 indicator per modality that some regions lack (has_*), so absent != zeros
     spatial_lag: int = 0  # append neighbour means (adjacency) of the inputs for 1..k hops; 0 = off
     label_lag: bool = False  # append the mean land use of each region's TRAINING-set neighbours (1 and 2 hops; transductive)
+    ensemble: int = 1  # models per split from different seeds, their distributions averaged (1 = a single model)
     splits: int = 30  # repeated random (or blocked) splits; results are mean +- std over them
     train_fraction: float = 0.6  # share of labelled regions used for training
     val_fraction: float = 0.1  # test = the rest
@@ -325,6 +326,8 @@ class TrainingConfig:
             problems.append(("width", "must be > 0"))
         if not 0 <= self.spatial_lag <= 3:
             problems.append(("spatial_lag", "must be 0..3 hops"))
+        if self.ensemble < 1:
+            problems.append(("ensemble", "must be >= 1"))
         return problems
 
 
@@ -363,7 +366,7 @@ class BenchmarkConfig:
     test_fraction: float = 0.2  # share of labelled regions held out for test in each repeat
     val_fraction: float = 0.2  # share of the REST used for validation (epoch selection)
     feature_sets: tuple[str, ...] = ()  # probed feature tables: codes (PG) or names joined by + ; () = each modality, training.features, all
-    variants: tuple[str, ...] = ("None", "GCN_adj", "Adj-Tri-GCN", "SAGE_adj", "SAGE_adj2", "SAGE_all", "Gated-SAGE_adj2")  # end-to-end models trained on the same splits
+    variants: tuple[str, ...] = ("None", "GCN_adj", "Adj-Tri-GCN", "SAGE_adj", "SAGE_adj2", "SAGE_all", "Gated-SAGE_adj2")  # end-to-end models on the same splits; "VARIANT:key=value,..." adds training overrides to one
     model_features: tuple[str, ...] = ()  # feature sets of the end-to-end models; () = training.features
     model_options: tuple[str, ...] = ("",)  # training overrides per model row, e.g. "label_lag=true,spatial_lag=1"; "" = as configured
     probe_epochs: int = 100  # MLP probe epochs (protocol: 100)
@@ -376,10 +379,11 @@ class BenchmarkConfig:
                     if getattr(self, k) <= 0]
         if not (0 < self.test_fraction < 1 and 0 < self.val_fraction < 1):
             problems.append(("test_fraction", "test_fraction and val_fraction must be in (0, 1)"))
-        bad = [v for v in self.variants if v not in ALL_VARIANTS]
+        bad = [v for v in self.variants if v.partition(":")[0].strip() not in ALL_VARIANTS]
         if bad:
-            problems.append(("variants", f"unknown variant {bad[0]!r} (choose from {', '.join(ALL_VARIANTS)})"))
-        for option in self.model_options:
+            problems.append(("variants", f"unknown variant {bad[0]!r} (choose from {', '.join(ALL_VARIANTS)}; "
+                                         "options after a colon, e.g. SAGE_adj2:ensemble=5)"))
+        for option in [*self.model_options, *(v.partition(":")[2] for v in self.variants)]:
             try:
                 training_overrides(option)
             except ValueError as exc:

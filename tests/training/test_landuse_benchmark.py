@@ -136,3 +136,19 @@ def test_a_failing_candidate_keeps_the_others(tmp_path: Path, monkeypatch) -> No
     table = result.table.set_index("model")
     assert table.loc["None [sig+noise]", "status"] == "failed" and "boom" in table.loc["None [sig+noise]", "error"]
     assert table.loc["sig", "status"] == "ok" and result.best["model"] in {"sig", "noise"}
+
+
+def test_variant_entries_carry_their_own_options(tmp_path: Path) -> None:
+    config = load_config(config_file(tmp_path), ["benchmark.variants=[None, 'SAGE_adj2:ensemble=2']",
+                                                  'benchmark.model_options=["", "label_lag=true"]'], check_inputs=False)
+    cands, _ = plan(config, ["sig", "noise"], lambda v: None)
+    models = [(c.name, c.options) for c in cands if c.kind == "model"]
+    assert models == [("None [sig+noise]", ""), ("None [sig+noise] {label_lag=true}", "label_lag=true"),
+                      ("SAGE_adj2 [sig+noise] {ensemble=2}", "ensemble=2"),
+                      ("SAGE_adj2 [sig+noise] {ensemble=2,label_lag=true}", "ensemble=2,label_lag=true")]
+    from landuse.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown variant 'SAGE_x:ensemble=2'"):
+        load_config(config_file(tmp_path), ["benchmark.variants=['SAGE_x:ensemble=2']"], check_inputs=False)
+    with pytest.raises(ConfigError, match="model_options"):
+        load_config(config_file(tmp_path), ["benchmark.variants=['SAGE_adj2:bogus=1']"], check_inputs=False)

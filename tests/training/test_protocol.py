@@ -10,7 +10,7 @@ import torch
 
 from landuse.config import ConfigError, TrainingConfig
 from landuse.data.reader import GraphData
-from landuse.training.protocol import build_operators, feature_matrix, needed_operators, run_protocol, summarise
+from landuse.training.protocol import build_operators, feature_matrix, make_splits, needed_operators, run_protocol, summarise
 
 
 def toy_graph(n: int = 60, seed: int = 0) -> tuple[GraphData, np.ndarray]:
@@ -82,3 +82,47 @@ def test_operators_and_feature_errors() -> None:
     no_flow = dataclasses.replace(graph, edges={"adjacency": graph.edges["adjacency"]})
     with pytest.raises(ConfigError, match="needs the flow edges"):
         build_operators(no_flow, {"in"})
+
+
+def test_ensemble_averages_members_and_serves_as_one_model() -> None:
+    import dataclasses
+
+    from landuse.models.hgcn import EnsembleHGCN
+    from landuse.training.protocol import build_model, build_operators, needed_operators, train_split
+
+    graph, _ = toy_graph()
+    cfg = dataclasses.replace(TrainingConfig(epochs=30, splits=1, progress=False), ensemble=3)
+    x = graph.features["poi"]
+    ops = build_operators(graph, needed_operators(["GCN_adj"]))
+    split = make_splits(graph, cfg, 0)[0]
+    run = train_split(x, graph.y, ops, "GCN_adj", split, cfg, 5, torch.device("cpu"))
+    singles = [train_split(x, graph.y, ops, "GCN_adj", split, dataclasses.replace(cfg, ensemble=1), 5 + 7919 * k,
+                           torch.device("cpu")) for k in range(3)]
+    np.testing.assert_allclose(run.probs, np.mean([s.probs for s in singles], axis=0), atol=1e-6)
+    model = build_model(x.shape[1], graph.y.shape[1], "GCN_adj", cfg)
+    assert isinstance(model, EnsembleHGCN) and len(model.members) == 3
+    model.load_state_dict(run.state)
+    model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(model((x - run.mean) / run.std, ops), -1).numpy()
+    np.testing.assert_allclose(probs, run.probs, atol=1e-5)
+
+
+def test_label_lag_uses_only_training_neighbours() -> None:
+    from landuse.data.operators import neighbour_mean_operator
+    from landuse.training.protocol import label_lag_features
+
+    # a path 0 - 1 - 2 - 3; only nodes 0 and 3 are training nodes
+    edges = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])
+    y = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0], [0.2, 0.8]])
+    feats = label_lag_features(y, torch.tensor([0, 3]), neighbour_mean_operator(edges, 4))
+    assert feats.shape == (4, 2 * 2 + 2)
+    # hop 1: node 1 sees only node 0's label (node 2 is not a training node), node 2 only node 3's
+    assert torch.allclose(feats[1, :2], y[0]) and torch.allclose(feats[2, :2], y[3])
+    assert torch.allclose(feats[:, 2], torch.tensor([0.0, 0.5, 0.5, 0.0]))  # labelled share of the neighbourhood
+    # a training node never sees its own label at hop 1 (no self loop): node 0's only neighbour is unlabelled
+    assert torch.all(feats[0, :2] == 0)
+    # changing a validation/test label changes nobody's features
+    y2 = y.clone()
+    y2[1], y2[2] = torch.tensor([0.9, 0.1]), torch.tensor([0.3, 0.7])
+    assert torch.equal(label_lag_features(y2, torch.tensor([0, 3]), neighbour_mean_operator(edges, 4)), feats)

@@ -42,7 +42,8 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from landuse.constants import ALL_VARIANTS, HGCN_VARIANTS, SAGE_VARIANTS
 
-__all__ = ["BoundHGCN", "DEFAULT_HEAD_DIMS", "HEADS", "HGCN", "OPERATORS", "Operator", "VARIANTS", "sparse_mm"]
+__all__ = ["BoundHGCN", "DEFAULT_HEAD_DIMS", "EnsembleHGCN", "HEADS", "HGCN", "OPERATORS", "Operator", "VARIANTS",
+           "sparse_mm"]
 
 OPERATORS: tuple[str, ...] = ("adj", "dd", "avg", "in", "out", "nbr")
 
@@ -221,6 +222,31 @@ class HGCN(nn.Module):
         if name == "nbr2":  # two hops: the neighbour mean of the neighbour mean, never a materialised A²
             return sparse_mm(operators["nbr"], sparse_mm(operators["nbr"], h))
         return sparse_mm(operators[name], h) if name in OPERATORS else h
+
+
+class EnsembleHGCN(nn.Module):
+    """K independently initialised :class:`HGCN` of one variant, averaged in probability space.
+
+    ``forward(x [N, F], operators) → log(mean_k softmax(member_k(x, operators)))`` [N, C]: logits whose
+    softmax is the members' mean distribution (so the KL loss and metrics apply unchanged).
+    """
+
+    def __init__(self, members: list[HGCN]) -> None:
+        super().__init__()
+        if not members or len({m.variant for m in members}) != 1:
+            raise ValueError("EnsembleHGCN needs at least one member, all of one variant")
+        self.members = nn.ModuleList(members)
+        self.variant = members[0].variant
+
+    @property
+    def required_operators(self) -> tuple[str, ...]:
+        """The operators every member needs."""
+        return self.members[0].required_operators
+
+    def forward(self, x: Tensor, operators: Mapping[str, Operator]) -> Tensor:
+        """x [N, F] → logits [N, C] of the mean member distribution."""
+        probs = torch.stack([torch.softmax(m(x, operators), dim=-1) for m in self.members]).mean(0)
+        return torch.log(probs.clamp_min(1e-12))
 
 
 class BoundHGCN(nn.Module):

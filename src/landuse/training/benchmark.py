@@ -206,7 +206,7 @@ def hgcn_hidden(graph, cfg: TrainingConfig, seed: int, xy: np.ndarray | None = N
     from landuse.training.protocol import (SMALL_GRAPH, build_model, build_operators, make_splits,
                                            needed_operators, pick_device, train_split, training_input)
 
-    one = replace(cfg, splits=1, selection="validation", label_lag=False)  # the hidden layer of the features alone
+    one = replace(cfg, splits=1, selection="validation", label_lag=False, ensemble=1)  # one model on the features alone
     split = make_splits(graph, one, seed, xy)[0]
     x = training_input(graph, cfg.features, one)
     operators = build_operators(graph, needed_operators([cfg.variant]))
@@ -228,7 +228,7 @@ def hgcn_untrained_hidden(graph, cfg: TrainingConfig, seed: int) -> np.ndarray:
     std = x.std(0, unbiased=False)
     x = (x - x.mean(0)) / torch.where(std > 1e-12, std, torch.ones_like(std))
     torch.manual_seed(seed)
-    model = build_model(x.shape[1], graph.y.shape[1], cfg.variant, replace(cfg, dropout=0.0))
+    model = build_model(x.shape[1], graph.y.shape[1], cfg.variant, replace(cfg, dropout=0.0, ensemble=1))
     return hidden_layer(model, x, build_operators(graph, needed_operators([cfg.variant])))
 
 

@@ -178,14 +178,16 @@ def plan(config: Config, available: Sequence[str], runnable: Callable[[str], str
         if missing:
             notes.append(f"models on {'+'.join(feats)} skipped: modality {missing[0]!r} is not in node_features")
             continue
-        for variant in cfg.variants:
+        for entry in cfg.variants:
+            variant, _, own = (part.strip() for part in entry.partition(":"))
             why = runnable(variant)
             if why:
                 notes.append(f"{variant} skipped: {why}")
                 continue
             for option in cfg.model_options:
-                suffix = f" {{{option}}}" if option else ""
-                out.append(Candidate(f"{variant} [{'+'.join(feats)}]{suffix}", "model", feats, variant, option))
+                merged = ",".join(o for o in (own, option) if o)
+                suffix = f" {{{merged}}}" if merged else ""
+                out.append(Candidate(f"{variant} [{'+'.join(feats)}]{suffix}", "model", feats, variant, merged))
     return out, notes
 
 

@@ -9,6 +9,7 @@ optimistic and labelled so in every report.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import copy
 import logging
 import math
@@ -20,7 +21,7 @@ import torch
 
 from landuse.config import ConfigError, TrainingConfig
 from landuse.data.reader import GraphData
-from landuse.models.hgcn import DEFAULT_HEAD_DIMS, HEADS, HGCN, variant_defaults
+from landuse.models.hgcn import DEFAULT_HEAD_DIMS, HEADS, HGCN, EnsembleHGCN, variant_defaults
 from landuse.training.metrics import evaluate, kl_loss
 from landuse.training.splits import blocked_splits, random_splits
 
@@ -122,8 +123,12 @@ def with_label_lag(x: torch.Tensor, graph: GraphData, known: np.ndarray | torch.
     return torch.cat([x, label_lag_features(graph.y, torch.as_tensor(known, dtype=torch.long), nbr)], dim=1)
 
 
-def build_model(in_dim: int, num_classes: int, variant: str, cfg: TrainingConfig) -> HGCN:
-    """The variant's model with the config's dropout and width (every head and trunk width × ``cfg.width``)."""
+def build_model(in_dim: int, num_classes: int, variant: str, cfg: TrainingConfig) -> HGCN | EnsembleHGCN:
+    """The variant's model with the config's dropout and width (every head and trunk width × ``cfg.width``);
+    an :class:`EnsembleHGCN` of ``cfg.ensemble`` such models when that is > 1."""
+    if cfg.ensemble > 1:
+        single = dataclasses.replace(cfg, ensemble=1)
+        return EnsembleHGCN([build_model(in_dim, num_classes, variant, single) for _ in range(cfg.ensemble)])
     settings = variant_defaults(variant)
     dims = {**DEFAULT_HEAD_DIMS, **settings["head_dims"]}
     scale = lambda d: max(1, int(round(d * cfg.width)))  # noqa: E731
@@ -216,7 +221,11 @@ def train_split(
 
     ``init`` is applied to the freshly built model before training (e.g. loading pretrained
     weights for transfer); it must not draw random numbers, so the seed's dropout masks stay the same.
+    With ``cfg.ensemble`` K > 1, K members are trained (seeds ``seed + ENSEMBLE_SEED_STEP·k``, each
+    with its own epoch selection) and the run describes their averaged distribution.
     """
+    if cfg.ensemble > 1:
+        return _train_ensemble(x, y, operators, variant, split, cfg, seed, device, index, init)
     torch.manual_seed(seed)
     train, val, test = (torch.as_tensor(s, dtype=torch.long, device=device) for s in split)
     if cfg.label_lag:
@@ -260,6 +269,29 @@ def train_split(
         state={k: v.cpu() for k, v in best_state.items()}, mean=mean, std=std,
         probs=torch.softmax(best_logits, -1).cpu().numpy(),
         indices={"train": split[0], "val": split[1], "test": split[2]},
+    )
+
+
+ENSEMBLE_SEED_STEP = 7919  # member k of an ensemble trains with seed + 7919·k (member 0 = the single model)
+
+
+def _train_ensemble(x: torch.Tensor, y: torch.Tensor, operators: dict[str, torch.Tensor], variant: str,
+                    split: tuple[np.ndarray, np.ndarray, np.ndarray], cfg: TrainingConfig, seed: int,
+                    device: torch.device, index: int, init: Callable[[HGCN], Any] | None) -> SplitRun:
+    """K members on one split → one SplitRun of their mean distribution (state of an EnsembleHGCN)."""
+    single = dataclasses.replace(cfg, ensemble=1)
+    members = [train_split(x, y, operators, variant, split, single, seed + ENSEMBLE_SEED_STEP * k, device, index, init)
+               for k in range(cfg.ensemble)]
+    probs = np.mean([m.probs for m in members], axis=0)
+    logits = torch.log(torch.as_tensor(probs, dtype=torch.float32).clamp_min(1e-12))
+    yt = y.float().cpu()
+    metrics = {name: evaluate(logits[torch.as_tensor(part, dtype=torch.long)], yt[torch.as_tensor(part, dtype=torch.long)])
+               for name, part in zip(("train", "val", "test"), split) if len(part)}
+    state = {f"members.{k}.{name}": value for k, m in enumerate(members) for name, value in m.state.items()}
+    return SplitRun(
+        split=index, best_epoch=int(np.median([m.best_epoch for m in members])), metrics=metrics,
+        curves={key: np.mean([m.curves[key] for m in members], axis=0) for key in members[0].curves},
+        state=state, mean=members[0].mean, std=members[0].std, probs=probs, indices=members[0].indices,
     )
 
 

@@ -200,7 +200,12 @@ def run_transfer(
     splits: int = 5,
     seed: int = 0,
 ) -> TransferResult:
-    """Pretrain on ``source``; per fraction and split train scratch and transfer models on ``target``."""
+    """Pretrain on ``source``; per fraction and split train scratch and transfer models on ``target``.
+
+    Single models only (``ensemble`` is set to 1): the transfer compares one initialisation with another.
+    """
+    source_cfg = dataclasses.replace(source_cfg, ensemble=1, label_lag=False)
+    target_cfg = dataclasses.replace(target_cfg, ensemble=1, label_lag=False)
     reinit = check_compatible(source, target, features)
     device = pick_device(target_cfg.device)
     labelled = target.labelled
