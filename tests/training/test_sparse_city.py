@@ -297,9 +297,13 @@ def test_benchmark_landuse_then_footprints_added(city, capsys) -> None:
     root = path.parent
     write_footprints(root)
     with_buildings = root / "with_buildings.yaml"
+    # a user's own embedding too (bring your own): ids as the regions' own ids, one unknown id, one repeat
+    lines = ["region_id,e0,e1"] + [f"{i},{i % 7},{(i * 3) % 5}" for i in range(60)] + ["999,1,1", "5,0,0"]
+    (root / "mine.csv").write_text("\n".join(lines) + "\n")
     with_buildings.write_text(path.read_text().replace("work_dir: " + str(root / "work"), "work_dir: " + str(root / "work_b"))
                               + "  buildings:\n    adapter: footprints\n"
-                              + f"    path: {root / 'buildings.gpkg'}\n    options: {{height_column: height}}\n")
+                              + f"    path: {root / 'buildings.gpkg'}\n    options: {{height_column: height}}\n"
+                              + f"  embeddings: {{mine: {{path: {root / 'mine.csv'}}}}}\n")
     assert len(with_buildings.read_text().splitlines()) < 30
     assert pipeline_main(["--config", str(with_buildings)]) == 0
     config_b = load_config(with_buildings)
@@ -307,6 +311,11 @@ def test_benchmark_landuse_then_footprints_added(city, capsys) -> None:
     assert manifest["regions_with_buildings"] > 40
     assert benchmark_main(["--config", str(with_buildings), "--no-mlflow", *quick,
                            "benchmark.feature_sets=[poi, building, poi+building]", "benchmark.model_features=[poi+building]"]) == 0
+    node = read_manifest(config_b.tables_dir / "node_features")
+    assert node["external_embeddings"]["mine"] == {"rows_in": 62, "kept": 60, "rejected": 2, "dim": 2,
+                                                   "by_reason": {"unknown_region": 1, "duplicate_id": 1}}
+    assert set(node["modalities"]) >= {"poi", "geo", "poi_counts", "poi_tfidf", "poi_density", "poi_text", "building", "mine"}
+    assert len(pq.read_table(config_b.tables_dir / "embedding_rejects").to_pandas()) == 2
     table = E.read_results_csv(config_b.work_dir / "results/benchmark_landuse/results.csv").set_index("model")
     assert {"building", "poi+building", "SAGE_adj2 [poi+building]"} <= set(table.index)
     assert (table.loc[["building", "poi+building"], "status"] == "ok").all()

@@ -25,7 +25,7 @@ import pandas as pd
 from landuse.config import Config, ConfigError
 from landuse.constants import MANIFEST_FILE
 from landuse.runner import Stage, StageContext
-from landuse.spark.io import parquet_rows, read_pandas, read_table, table_path, write_spark
+from landuse.spark.io import parquet_rows, read_pandas, read_table, table_path, write_pandas, write_spark
 from landuse.spark.schemas import REGION_ID, T_FLOWS, T_LABELS, T_REGIONS
 from landuse.stages.embeddings import FLOW_STAGE, POI_STAGE, T_FLOW_EMBEDDINGS, T_POI_EMBEDDINGS
 from landuse.stages.buildings import STAGE as BUILDINGS_STAGE
