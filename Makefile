@@ -15,11 +15,12 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 JAVA := $(if $(JAVA_HOME),$(JAVA_HOME)/bin/java,java)
 
-.PHONY: run test venv java-check bench clean help nyc dist
+.PHONY: run test venv java-check bench clean help nyc tracts dist
 help:
 	@echo "make run   - set up .venv, generate the synthetic city if absent, run every pipeline stage"
 	@echo "make test  - set up .venv and run the test suite"
 	@echo "make nyc   - real Manhattan data: every stage, the 14-variant ablation and the fusion table"
+	@echo "make tracts - real NYC census tracts: every stage, then the published land-use benchmark"
 	@echo "make bench - run the benchmarks in benchmarks/"
 	@echo "make clean - remove work/ outputs (keeps .venv)"
 	@echo "make dist  - dist/landuse-<version>-py3-none-any.whl and dist/landuse-<version>.zip (--py-files); docs/cluster.md"
@@ -54,6 +55,11 @@ nyc: venv java-check
 	$(BIN)/landuse pipeline --config conf/nyc_manhattan.yaml
 	$(BIN)/landuse run ablation --config conf/nyc_manhattan.yaml training.progress=false
 	$(BIN)/landuse run fusion --config conf/nyc_manhattan.yaml training.progress=false
+
+# Real data, all NYC census tracts: every stage, then benchmark-landuse (README "Land-use benchmark").
+tracts: venv java-check
+	$(BIN)/landuse pipeline --config conf/nyc_tracts.yaml
+	$(BIN)/landuse run benchmark-landuse --config conf/nyc_tracts.yaml training.progress=false
 
 test: venv java-check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -129,7 +129,8 @@ def test_nyc_manhattan_stages(spark, shared_data: Path, repo_root: Path, tmp_pat
     means = np.array([v[0] for v in image.loc[image["has_image"], "vector"]])
     assert 20 < means.min() and means.max() < 50  # degrees Celsius on a July afternoon
     graph = load_graph(config.tables_dir, classes=classes)
-    assert graph.num_nodes == 180 and set(graph.features) == {"poi", "image", "geo", "flow"}
+    assert graph.num_nodes == 180 and set(graph.features) == {"poi", "image", "geo", "flow", "poi_counts", "poi_tfidf",
+                                                              "poi_density", "poi_text"}
     assert int(graph.has_label.sum()) == 180 and set(graph.edges) == {"adjacency", "flow", "distance_decay"}
     flow_manifest = read_manifest(config.tables_dir / "edges_flow")
     assert flow_manifest["flow_edges"] == len(table(config, "edges_flow"))  # taxi_od cells only
