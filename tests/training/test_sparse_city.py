@@ -181,6 +181,25 @@ def test_train_falls_back_to_a_runnable_variant(city, caplog) -> None:
     assert "trained GCN_adj instead" in caplog.text
 
 
+def test_an_ensemble_with_label_lag_registers_and_predicts(city, capsys) -> None:
+    """training.ensemble + label_lag: the registered model is one pt2 module; predict rebuilds its input."""
+    import mlflow
+
+    from landuse.entrypoints.predict import main as predict_main
+    from landuse.entrypoints.train import main as train_main
+
+    path, config = city
+    extra = ["training.variant=SAGE_adj2", "training.ensemble=2", "training.label_lag=true",
+             "training.registered_model=sparse-ensemble", "mlflow.experiment=ensemble"]
+    assert train_main(["--config", str(path), *extra]) == 0
+    mlflow.set_tracking_uri(config.mlflow_uri)
+    meta = mlflow.models.get_model_info("models:/sparse-ensemble@champion").metadata
+    assert meta["variant"] == "SAGE_adj2" and meta["label_lag"] is True
+    assert predict_main(["--config", str(path), *extra]) == 0
+    predictions = pq.read_table(config.tables_dir / "predictions").to_pandas()
+    assert len(predictions) == 60 and np.allclose(predictions[list(CLASSES)].sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_failed_variants_are_recorded_and_the_others_kept(city, monkeypatch) -> None:
     from landuse.entrypoints.ablation import main as ablation_main
 
