@@ -27,9 +27,9 @@ help:
 
 venv: $(STAMP)
 
-# torch==2.13.0 goes first (a CPU build; anything unpinned would pull CUDA wheels). petastorm is
+# torch==2.13.0 goes first (PyPI's build, with its CUDA wheels; it runs on the CPU), so nothing else picks it. petastorm is
 # installed --no-deps afterwards: its setuptools<70 pin and torch's setuptools>=77 cannot share one
-# resolver pass (DESIGN.md §5), and petastorm works with the newer setuptools.
+# resolver pass (docs/architecture.md), and petastorm works with the newer setuptools.
 $(STAMP): requirements.txt constraints.txt setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; landuse needs Python 3.11 (set PYTHON=/path/to/python3.11)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -278,7 +278,7 @@ class AssembleConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """HGCN training and the evaluation protocol (DESIGN.md §2)."""
+    """HGCN training and the evaluation protocol (docs/architecture.md, method facts)."""
 
     variant: str = HGCN  # one of the 14 thesis variants; Adj-Tri-GCN = HGCN
     features: tuple[str, ...] = ("poi",)  # node-feature modalities: poi, image, geo, flow

@@ -5,7 +5,7 @@ Table and column names live in :mod:`landuse.spark.schemas`.
 
 from __future__ import annotations
 
-# --- Land-use classes (DESIGN.md §1): the 8 target classes, in this fixed order everywhere. ---
+# --- Land-use classes (docs/architecture.md): the 8 target classes, in this fixed order everywhere. ---
 LANDUSE_CLASSES: tuple[str, ...] = (
     "commercial",
     "residential",

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landuse.features.poi_features import OTHER, count_matrix, density, level_token_counts, modality_table, shares, tfidf
+from landuse.data.tables import modality_table
+from landuse.features.poi_features import OTHER, count_matrix, density, level_token_counts, shares, tfidf
 
 
 def counts_frame() -> pd.DataFrame:

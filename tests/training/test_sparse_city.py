@@ -310,7 +310,7 @@ def test_benchmark_landuse_then_footprints_added(city, capsys) -> None:
              "benchmark.variants=[None,GCN_adj,SAGE_adj2,GCN_in]"]
     assert benchmark_main(["--config", str(path), "--no-mlflow", *quick]) == 0
     out = capsys.readouterr().out
-    assert "GCN_in skipped: needs the flow edges" in out
+    assert "GCN_in skipped: needs flow edges (no trips)" in out
     assert out.strip().splitlines()[-1].startswith("best_model=")
 
     root = path.parent

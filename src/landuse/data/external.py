@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from landuse.config import ExternalEmbeddingConfig
+from landuse.data.tables import modality_table
 from landuse.ingest.errors import IngestError
 from landuse.spark.schemas import RAW, REASON, REGION_ID, SOURCE, SOURCE_ID
 
@@ -110,15 +111,13 @@ def read_external_embedding(name: str, cfg: ExternalEmbeddingConfig, regions: pd
         example = ids.iloc[0] if len(ids) else "none"
         raise IngestError(f"{where}: no row matches a region (e.g. id {example!r}; region ids look like "
                           f"{regions[SOURCE_ID].astype(str).iloc[0]!r}); check id_column")
-    flag = f"has_{name}"
     node_ids = np.sort(regions[REGION_ID].to_numpy(np.int64))
-    table = pd.DataFrame({REGION_ID: node_ids, "vector": [None] * len(node_ids), flag: False})
     pos = np.searchsorted(node_ids, region[keep].to_numpy(np.int64))
-    vec = vectors[keep].astype(np.float32)
-    table.loc[pos, "vector"] = pd.Series(list(vec), index=pos)
-    table.loc[pos, flag] = True
-    zero = np.zeros(vectors.shape[1], dtype=np.float32)
-    table["vector"] = [v if v is not None else zero for v in table["vector"]]
+    aligned = np.zeros((len(node_ids), vectors.shape[1]), dtype=np.float32)
+    aligned[pos] = vectors[keep]
+    present = np.zeros(len(node_ids), dtype=bool)
+    present[pos] = True
+    table = modality_table(node_ids, aligned, present, f"has_{name}")
     bad = frame[~keep]
     rejects = pd.DataFrame({
         SOURCE: f"embeddings.{name}",

@@ -1,4 +1,4 @@
-"""Sparse graph operators for the HGCN heads (DESIGN.md §2), built from edge lists.
+"""Sparse graph operators for the HGCN heads (docs/architecture.md, method facts), built from edge lists.
 
 Every function takes an edge list — ``edge_index`` [2, E] int64 node positions ``0..N-1`` (row 0 =
 source/origin, row 1 = target/destination) and, where weighted, ``weight`` [E] float — and returns a

@@ -5,7 +5,7 @@ numeric scalar and fixed-length array columns, as Petastorm's ``make_batch_reade
 
 * ``region_id`` int64;
 * per modality present: ``h_<m>`` list<float32> (same length on every row) and its bool flag
-  ``has_<m>`` (the four original modalities keep their historic names, see :data:`MODALITIES`);
+  ``has_<m>`` (the four original modalities keep their historic names, see :data:`ORIGINAL_COLUMNS`);
   a region missing from a modality table gets a zero vector and flag False;
 * ``y`` list<float32> (one entry per class, zeros where unlabelled), ``coverage`` float64 (0 where
   unlabelled) and ``has_label`` bool (coverage > 0).
@@ -40,7 +40,7 @@ MODALITIES_KEY = b"landuse.modalities"
 
 # The original modalities' (feature column in node_features, flag column in both the input and
 # node_features); every other modality m uses (h_<m>, has_<m>), see modality_columns.
-MODALITIES: dict[str, tuple[str, str]] = {
+ORIGINAL_COLUMNS: dict[str, tuple[str, str]] = {
     "poi": ("h_poi", "has_pois"),
     "image": ("h_img", "has_image"),
     "geo": ("h_geo", "has_geo"),
@@ -50,7 +50,7 @@ MODALITIES: dict[str, tuple[str, str]] = {
 
 def modality_columns(name: str) -> tuple[str, str]:
     """(feature column, flag column) of modality ``name``: historic names for the original four, else h_<name>, has_<name>."""
-    return MODALITIES.get(name, (f"h_{name}", f"has_{name}"))
+    return ORIGINAL_COLUMNS.get(name, (f"h_{name}", f"has_{name}"))
 
 
 def _positions(what: str, node_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -67,11 +67,18 @@ def _positions(what: str, node_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return pos
 
 
-def _list_array(matrix: np.ndarray) -> pa.ListArray:
+def list_array(matrix: np.ndarray) -> pa.ListArray:
     """A [N, d] float32 matrix as a list<float32> column."""
     n, d = matrix.shape
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * d, pa.int32())
     return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), pa.float32()))
+
+
+def modality_table(region_ids: np.ndarray, vectors: np.ndarray, present: np.ndarray, flag: str) -> pd.DataFrame:
+    """A modality input table: one row per region — region_id, vector (float32; zeros where absent), ``flag``."""
+    vectors = np.where(np.asarray(present, dtype=bool)[:, None], vectors, 0.0).astype(np.float32)
+    return pd.DataFrame({NODE_REGION_ID: np.asarray(region_ids, dtype=np.int64), VECTOR: list(vectors),
+                         flag: np.asarray(present, dtype=bool)})
 
 
 def _modality(name: str, frame: pd.DataFrame, node_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +127,7 @@ def assemble_node_features(
     for name in modalities:
         features, flags = _modality(name, modalities[name], node_ids)
         column, flag = modality_columns(name)
-        columns[column] = _list_array(features)
+        columns[column] = list_array(features)
         columns[flag] = pa.array(flags, pa.bool_())
     y = np.zeros((len(node_ids), len(classes)), dtype=np.float32)
     coverage = np.zeros(len(node_ids), dtype=np.float64)
@@ -133,7 +140,7 @@ def assemble_node_features(
         coverage[pos] = labels[COVERAGE].to_numpy(np.float64)
         if not (np.isfinite(y).all() and np.isfinite(coverage).all()):
             raise ValueError("labels: non-finite class shares or coverage")
-    columns[Y] = _list_array(y)
+    columns[Y] = list_array(y)
     columns[COVERAGE] = pa.array(coverage, pa.float64())
     columns[HAS_LABEL] = pa.array(coverage > 0, pa.bool_())
     table = pa.table(columns)
@@ -147,7 +154,7 @@ def table_modalities(schema: pa.Schema) -> dict[str, tuple[str, str]]:
     metadata = schema.metadata or {}
     if MODALITIES_KEY in metadata:
         return {k: (v[0], v[1]) for k, v in json.loads(metadata[MODALITIES_KEY]).items()}
-    return {m: cols for m, cols in MODALITIES.items() if cols[0] in schema.names}
+    return {m: cols for m, cols in ORIGINAL_COLUMNS.items() if cols[0] in schema.names}
 
 
 def write_shards(table: pa.Table, directory: Path, row_group_rows: int, shard_rows: int) -> list[Path]:

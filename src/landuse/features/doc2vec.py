@@ -2,7 +2,7 @@
 
 Each region is one document, tagged with ``str(region_id)``, whose words are its category tokens in
 greedy-tour order (:mod:`landuse.features.poi_tours`). PV-DM, 72-d, window 5, min_count 1 and 100
-epochs are the paper's settings (DESIGN.md §2).
+epochs are the paper's settings (docs/architecture.md, method facts).
 
 Determinism: with ``workers=1`` and a fixed ``seed`` two runs give identical vectors, also across
 processes with different ``PYTHONHASHSEED``. gensim 4 seeds the initial vectors from ``seed`` through

@@ -120,10 +120,3 @@ def density(level_matrices: Sequence[sp.csr_matrix], area_m2: np.ndarray) -> tup
     columns.append(h / math.log(width) if width > 1 else np.zeros(len(total)))
     names.append("entropy_level_1")
     return np.stack(columns, axis=1).astype(np.float32), names
-
-
-def modality_table(region_ids: np.ndarray, vectors: np.ndarray, present: np.ndarray, flag: str) -> pd.DataFrame:
-    """One row per region: region_id, vector (list of float32; zeros where absent), the flag column."""
-    vectors = np.where(np.asarray(present, dtype=bool)[:, None], vectors, 0.0).astype(np.float32)
-    return pd.DataFrame({REGION_ID: np.asarray(region_ids, dtype=np.int64), "vector": list(vectors),
-                         flag: np.asarray(present, dtype=bool)})

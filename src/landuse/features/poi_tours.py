@@ -1,4 +1,4 @@
-"""POI sequences per region: the greedy insertion tour of DESIGN.md §2 (after Yao et al. 2017).
+"""POI sequences per region: the greedy insertion tour (after Yao et al. 2017; docs/architecture.md).
 
 Tour rule (pinned by ``tests/features/test_poi_tours.py``):
 

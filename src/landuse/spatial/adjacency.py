@@ -90,7 +90,7 @@ def queen_adjacency(
 
 
 def distance_decay_weight(distance: np.ndarray, d_max: float, exponent: float = 1.5) -> np.ndarray:
-    """DESIGN.md §2: ``w = ln((1 + d_max^e) / (1 + d^e))`` (e = 1.5): 0 at ``d_max``, largest near 0."""
+    """The thesis's distance decay: ``w = ln((1 + d_max^e) / (1 + d^e))`` (e = 1.5): 0 at ``d_max``, largest near 0."""
     d = np.asarray(distance, dtype=np.float64)
     return np.log1p(d_max**exponent) - np.log1p(d**exponent)
 

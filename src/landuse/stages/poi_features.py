@@ -38,7 +38,8 @@ def modalities(config: Config) -> list[str]:
 
 def run(ctx: StageContext) -> None:
     """Counts per level on Spark → shares, TF-IDF, density (and pooled text embeddings)."""
-    from landuse.features.poi_features import count_matrix, density, level_token_counts, modality_table, shares, tfidf
+    from landuse.data.tables import modality_table
+    from landuse.features.poi_features import count_matrix, density, level_token_counts, shares, tfidf
 
     config, cfg = ctx.config, ctx.config.embeddings.poi_features
     regions = read_pandas(config, T_REGIONS, "regions", columns=[REGION_ID, AREA_M2]).sort_values(REGION_ID)

@@ -235,14 +235,8 @@ def hgcn_untrained_hidden(graph, cfg: TrainingConfig, seed: int) -> np.ndarray:
 def hidden_layer(model, x: torch.Tensor, operators: dict) -> np.ndarray:
     """What ``model.trunk`` receives for input x [N, F] (eval mode): the concatenated head outputs [N, Σ widths]."""
     model.eval()
-    captured: dict[str, torch.Tensor] = {}
-    hook = model.trunk.register_forward_pre_hook(lambda module, args: captured.__setitem__("h", args[0].detach()))
-    try:
-        with torch.no_grad():
-            model(x, operators)
-    finally:
-        hook.remove()
-    return captured["h"].numpy().astype(np.float64)
+    with torch.no_grad():
+        return model.hidden(x, operators).numpy().astype(np.float64)
 
 
 def candidates(config: Config, graph, xy: np.ndarray | None = None, extra: dict[str, Path] | None = None,

@@ -42,6 +42,7 @@ from torch import nn
 from landuse.config import Config, ConfigError, fusion_features, training_overrides
 from landuse.constants import MODALITIES
 from landuse.training.metrics import evaluate, kl_loss
+from landuse.training.protocol import standardise
 from landuse.training.splits import nested_splits
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,8 @@ def probe(x: np.ndarray, y: np.ndarray, split: tuple[np.ndarray, np.ndarray, np.
     torch.manual_seed(seed)
     train, val, test = (torch.as_tensor(s, dtype=torch.long) for s in split)
     xt = torch.as_tensor(x, dtype=torch.float32)
-    mean, std = xt[train].mean(0), xt[train].std(0, unbiased=False)
-    xt = (xt - mean) / torch.where(std > 1e-12, std, torch.ones_like(std))
+    mean, std = standardise(xt, train, True)
+    xt = (xt - mean) / std
     yt = torch.as_tensor(y, dtype=torch.float32)
     model = nn.Sequential(nn.Linear(x.shape[1], settings.hidden), nn.Sigmoid(), nn.Linear(settings.hidden, y.shape[1]))
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
@@ -284,9 +285,9 @@ def markdown(table: pd.DataFrame, config: Config, num_regions: int, splits: int)
 
 def run_landuse_benchmark(config: Config, track: bool = True, progress: bool | None = None) -> LanduseBenchmark:
     """Run every candidate on the same repeats; write results as they finish; log to MLflow when ``track``."""
-    from landuse.training.experiments import load_graph_for, results_dir
-    from landuse.training.protocol import (OPERATOR_EDGES, SMALL_GRAPH, build_operators, cpu_threads, model_input,
-                                           needed_operators, pick_device, train_split, training_input)
+    from landuse.training.experiments import load_graph_for, results_dir, variant_blocker
+    from landuse.training.protocol import (SMALL_GRAPH, cpu_threads, model_input, pick_device, train_split,
+                                           training_input, training_operators)
 
     cfg = config.benchmark
     graph, _ = load_graph_for(config)
@@ -296,11 +297,7 @@ def run_landuse_benchmark(config: Config, track: bool = True, progress: bool | N
                           "(labels come from inputs.landuse through the labels stage)")
     splits = nested_splits(labelled, cfg.repeats, cfg.test_fraction, cfg.val_fraction, config.seed)
 
-    def runnable(variant: str) -> str | None:
-        missing = sorted({OPERATOR_EDGES[op] for op in needed_operators([variant]) if OPERATOR_EDGES[op] not in graph.edges})
-        return f"needs the {' and '.join(missing)} edges, which this city does not have" if missing else None
-
-    candidates, notes = plan(config, list(graph.features), runnable)
+    candidates, notes = plan(config, list(graph.features), lambda variant: variant_blocker(graph, variant))
     out = results_dir(config, KIND)
     (out / "embeddings").mkdir(parents=True, exist_ok=True)
     y = graph.y.numpy()
@@ -316,9 +313,10 @@ def run_landuse_benchmark(config: Config, track: bool = True, progress: bool | N
                   "cosine": p.cosine, "cosine_std": math.nan, "val_kl": math.nan, "val_kl_std": math.nan,
                   "repeats": math.nan, "seconds": math.nan} for p in pub]
         table = pd.DataFrame(rows + extra)
+        text = markdown(table, config, len(labelled), cfg.repeats)
         table.to_csv(out / "results.csv", index=False)
-        (out / "results.md").write_text(markdown(table, config, len(labelled), cfg.repeats))
-        return table
+        (out / "results.md").write_text(text)
+        return table, text
 
     from tqdm.auto import tqdm
 
@@ -339,7 +337,7 @@ def run_landuse_benchmark(config: Config, track: bool = True, progress: bool | N
                 else:
                     tcfg = dataclasses.replace(config.training, selection="validation", **training_overrides(cand.options))
                     x_t = training_input(graph, cand.features, tcfg)
-                    ops = build_operators(graph, needed_operators([cand.variant]) | ({"nbr"} if tcfg.label_lag else set()))
+                    ops = training_operators(graph, cand.variant, tcfg)
                     results = []
                     for r, split in enumerate(splits):
                         run = train_split(x_t, graph.y, ops, cand.variant, split, tcfg, config.seed + r, device, index=r)
@@ -355,7 +353,7 @@ def run_landuse_benchmark(config: Config, track: bool = True, progress: bool | N
                 rows.append({"model": cand.name, "kind": "model" if cand.variant else "features", "variant": cand.variant or "",
                              "features": "+".join(cand.features), "status": "failed", "error": message})
             save()
-    table = save()
+    table, text = save()
     ours = table[(table["kind"] != PUBLISHED_LABEL) & (table["status"] == "ok")]
     if ours.empty:
         raise ConfigError(f"benchmark-landuse: every candidate failed; see {out / 'results.csv'}")
@@ -363,7 +361,6 @@ def run_landuse_benchmark(config: Config, track: bool = True, progress: bool | N
     best = {"model": best_row["model"], "kl": float(best_row["kl"]), "kl_std": float(best_row["kl_std"]),
             "l1_sum": float(best_row["l1_sum"]), "cosine": float(best_row["cosine"]), "val_kl": float(best_row["val_kl"])}
     (out / "best.json").write_text(json.dumps(best, indent=2))
-    text = markdown(table, config, len(labelled), cfg.repeats)
     result = LanduseBenchmark(table, text, out, notes, best)
     if track:
         result.run_id = _track(config, table, text, out, best)
@@ -379,10 +376,10 @@ def _write_embedding(path: Path, region_ids: np.ndarray, x: np.ndarray) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    n, d = x.shape
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * d, pa.int32())
-    vectors = pa.ListArray.from_arrays(offsets, pa.array(x.astype(np.float32).reshape(-1), pa.float32()))
-    pq.write_table(pa.table({"region_id": pa.array(region_ids, pa.int64()), "vector": vectors}), path)
+    from landuse.data.tables import list_array
+
+    pq.write_table(pa.table({"region_id": pa.array(region_ids, pa.int64()), "vector": list_array(x.astype(np.float32))}),
+                   path)
 
 
 def _track(config: Config, table: pd.DataFrame, text: str, out: Path, best: dict) -> str:

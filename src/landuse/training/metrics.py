@@ -1,4 +1,4 @@
-"""Loss and metrics for predicted land-use distributions (DESIGN.md §2).
+"""Loss and metrics for predicted land-use distributions (docs/architecture.md, method facts).
 
 ``y`` rows are class distributions (non-negative, summing to 1); predictions are ``softmax(logits)``.
 Everything here expects **labelled rows only**: unlabelled regions (all-zero ``y`` rows) must be

@@ -1,6 +1,6 @@
 """Training loop and evaluation protocol: K splits, epoch selection, mean ± std over splits.
 
-Full-batch transductive training (DESIGN.md §2): every node is in the graph, the KL loss is
+Full-batch transductive training (docs/architecture.md, method facts): every node is in the graph, the KL loss is
 masked to the training nodes. Per split, the epoch is chosen on validation KL by default;
 ``selection: test`` reproduces the paper's rule (the epoch with the lowest *test* KL), which is
 optimistic and labelled so in every report.
@@ -142,8 +142,13 @@ def needed_operators(variants: Iterable[str]) -> set[str]:
     return {"nbr" if head == "nbr2" else head for v in variants for head in HEADS[v] if head != "self"}
 
 
+def training_operators(graph: GraphData, variant: str, cfg: TrainingConfig) -> dict[str, torch.Tensor]:
+    """The operators training ``variant`` under ``cfg`` needs: the variant's own, plus the neighbour mean for ``label_lag``."""
+    return build_operators(graph, needed_operators([variant]) | ({"nbr"} if cfg.label_lag else set()))
+
+
 def build_operators(graph: GraphData, names: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Sparse [N, N] operators from the graph's edge tables (DESIGN.md §2)."""
+    """Sparse [N, N] operators from the graph's edge tables (docs/architecture.md, method facts)."""
     from landuse.data.operators import (adjacency_operator, avg_flow_operator, distance_decay_operator, flow_operators,
                                         neighbour_mean_operator)
 
@@ -307,7 +312,7 @@ def run_protocol(
     """Train ``variant`` on every split; ``progress`` (a tqdm bar) is advanced once per split."""
     device = pick_device(cfg.device)
     x = training_input(graph, modalities, cfg)
-    operators = build_operators(graph, needed_operators([variant]) | ({"nbr"} if cfg.label_lag else set()))
+    operators = training_operators(graph, variant, cfg)
     runs = []
     with cpu_threads(1 if graph.num_nodes < SMALL_GRAPH else None):
         for i, split in enumerate(make_splits(graph, cfg, seed, xy)):
