@@ -15,12 +15,13 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 JAVA := $(if $(JAVA_HOME),$(JAVA_HOME)/bin/java,java)
 
-.PHONY: run test venv java-check bench clean help nyc tracts dist
+.PHONY: run test venv jars java-check bench clean help nyc tracts dist
 help:
 	@echo "make run   - set up .venv, generate the synthetic city if absent, run every pipeline stage"
 	@echo "make test  - set up .venv and run the test suite"
 	@echo "make nyc   - real Manhattan data: every stage, the 14-variant ablation and the fusion table"
 	@echo "make tracts - real NYC census tracts: every stage, then the published land-use benchmark"
+	@echo "make jars  - fetch the JVM jars (Sedona, Delta Lake, hadoop-aws) from Maven Central into jvm/jars (once)"
 	@echo "make bench - run the benchmarks in benchmarks/"
 	@echo "make clean - remove work/ outputs (keeps .venv)"
 	@echo "make dist  - dist/landuse-<version>-py3-none-any.whl and dist/landuse-<version>.zip (--py-files); docs/cluster.md"
@@ -40,32 +41,41 @@ $(STAMP): requirements.txt constraints.txt setup.py
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+# JVM jars from Maven Central (jvm/pom.xml), fetched once at install time, never at run time. Without
+# Maven (or its network) the product still runs: builtin spatial engine, Parquet tables, no s3a://.
+JARS_STAMP := jvm/jars/.fetched
+jars: $(JARS_STAMP)
+$(JARS_STAMP): jvm/pom.xml
+	@if command -v mvn >/dev/null 2>&1; then \
+	  mvn -q -B -f jvm/pom.xml dependency:copy && touch $@ && ls jvm/jars; \
+	else echo "notice: mvn not found: no Sedona/Delta/hadoop-aws jars (builtin engine, Parquet tables). Fix: sudo apt-get install -y maven; make jars"; fi
+
 java-check:
 	@v=$$($(JAVA) -version 2>&1 | awk -F'"' '/version/ {print $$2; exit}'); \
 	if [ -z "$$v" ]; then echo "error: Java not found. Spark 3.5 needs Java 17 (or 8/11). Fix: sudo apt-get install -y openjdk-17-jre-headless (or set JAVA_HOME)"; exit 1; fi; \
 	m=$$(echo "$$v" | awk -F. '{print ($$1==1)?$$2:$$1}'); \
 	case "$$m" in 8|11|17) ;; *) echo "error: Java $$v found, but Spark 3.5 needs Java 17 (or 8/11). Fix: install openjdk-17 and set JAVA_HOME to it"; exit 1;; esac
 
-run: venv java-check
+run: venv jars java-check
 	$(BIN)/landuse pipeline --config $(CONFIG)
 	$(BIN)/landuse run ablation --config $(CONFIG) $(QUICK_ABLATION)
 
 # Real data (../shared/data/nyc_manhattan): every stage, then the full ablation and fusion tables.
-nyc: venv java-check
+nyc: venv jars java-check
 	$(BIN)/landuse pipeline --config conf/nyc_manhattan.yaml
 	$(BIN)/landuse run ablation --config conf/nyc_manhattan.yaml training.progress=false
 	$(BIN)/landuse run fusion --config conf/nyc_manhattan.yaml training.progress=false
 
 # Real data, all NYC census tracts: every stage, then benchmark-landuse (README "Land-use benchmark").
-tracts: venv java-check
+tracts: venv jars java-check
 	$(BIN)/landuse pipeline --config conf/nyc_tracts.yaml
 	$(BIN)/landuse run benchmark-landuse --config conf/nyc_tracts.yaml training.progress=false
 
-test: venv java-check
+test: venv jars java-check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # pretrain_probe reads the default city's tables: build them first (unchanged stages are skipped)
-bench: venv java-check
+bench: venv jars java-check
 	$(BIN)/landuse pipeline --config conf/synthetic_shenzhen.yaml
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 

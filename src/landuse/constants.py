@@ -53,6 +53,7 @@ SYNTH_MANIFEST_FILE = "manifest.json"
 
 # --- Environment variables ---
 ENV_SEDONA_JARS = "SEDONA_JARS"
+ENV_JARS_DIR = "LANDUSE_JARS_DIR"  # folder of jars for local sessions (default: the repo's jvm/jars)
 TELEMETRY_ENV = {
     "DO_NOT_TRACK": "true",
     "SCARF_NO_ANALYTICS": "true",

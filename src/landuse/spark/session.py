@@ -3,9 +3,14 @@
 * ``local[*]`` by default; no master is set when the process was launched by ``spark-submit``
   (which passes ``spark.master`` itself) or runs on Databricks (where a session already exists).
 * UTC session time zone, Kryo serialisation, Arrow enabled, shuffle partitions from config.
-* Sedona is used when its JVM classes are on the classpath (cluster, Databricks, the user's
-  ``spark.jars.packages``, or local jars listed in ``$SEDONA_JARS``); ``spatial.engine`` chooses
-  ``auto`` (Sedona when present), ``sedona`` (required) or ``builtin``. The choice is logged.
+* JVM jars beyond pyspark's own (Sedona, Delta Lake, hadoop-aws) are fetched once at install time by
+  ``make jars`` (``mvn dependency:copy`` of ``jvm/pom.xml``) into ``jvm/jars``; a local session puts
+  every jar of that folder (or of ``$LANDUSE_JARS_DIR``, plus any listed in ``$SEDONA_JARS``) on the
+  driver and executor classpath. Nothing is downloaded at run time. Under ``spark-submit`` or on
+  Databricks the cluster supplies its jars (``--jars`` / cluster libraries).
+* Sedona is used when its JVM classes are on the classpath; ``spatial.engine`` chooses ``auto``
+  (Sedona when present), ``sedona`` (required) or ``builtin``. The choice is logged. Delta Lake's SQL
+  extension and catalog are configured when its jar is among the local jars.
 * Telemetry of Sedona / MLflow / Scarf is switched off before anything is imported or started.
 """
 
@@ -19,7 +24,9 @@ import sys
 from typing import TYPE_CHECKING
 
 from landuse.config import Config, SparkConfig
-from landuse.constants import ENV_SEDONA_JARS, TELEMETRY_ENV
+from pathlib import Path
+
+from landuse.constants import ENV_JARS_DIR, ENV_SEDONA_JARS, TELEMETRY_ENV
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -30,6 +37,10 @@ SEDONA_CONTEXT_CLASS = "org.apache.sedona.spark.SedonaContext"
 SEDONA_KRYO_REGISTRATOR = "org.apache.sedona.core.serde.SedonaKryoRegistrator"
 ENGINE_CONF_KEY = "landuse.spatial.engine"  # where the resolved engine is recorded on the session
 SUPPORTED_JAVA = (8, 11, 17)
+DELTA_SQL_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+# The repository's jar folder (`make jars`), found from the package for source/editable installs.
+REPO_JARS_DIR = Path(__file__).resolve().parents[3] / "jvm" / "jars"
 
 
 class SessionError(RuntimeError):
@@ -70,6 +81,18 @@ def check_java() -> None:
         raise SessionError(f"Java {major} found but Spark 3.5 needs Java 8, 11 or 17; {fix}")
 
 
+def local_jars() -> list[str]:
+    """Jar paths for a local session: ``$LANDUSE_JARS_DIR`` (or ``jvm/jars``) plus ``$SEDONA_JARS``."""
+    folder = Path(os.environ.get(ENV_JARS_DIR) or REPO_JARS_DIR)
+    jars = sorted(str(p) for p in folder.glob("*.jar")) if folder.is_dir() else []
+    jars += [p.strip() for p in os.environ.get(ENV_SEDONA_JARS, "").split(",") if p.strip()]
+    return jars
+
+
+def _has_jar(jars: list[str], artifact: str) -> bool:
+    return any(Path(j).name.startswith(artifact) for j in jars)
+
+
 def _launched_externally() -> bool:
     """True under spark-submit (gateway started by the JVM) or on Databricks."""
     return "PYSPARK_GATEWAY_PORT" in os.environ or "DATABRICKS_RUNTIME_VERSION" in os.environ
@@ -94,8 +117,11 @@ def build_session(config: Config) -> "SparkSession":
         # not whatever `python3` is first on PATH. Clusters configure their own.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    sedona_jars = [p for p in os.environ.get(ENV_SEDONA_JARS, "").split(",") if p.strip()]
-    expects_sedona = bool(sedona_jars) or "sedona" in spark_cfg.conf.get("spark.jars.packages", "")
+    jars = local_jars() if active is None and not _launched_externally() else []
+    if active is None and not _launched_externally() and not jars:
+        log.info("no JVM jars found (run `make jars`): builtin spatial engine, Parquet tables, no s3a://")
+    expects_sedona = _has_jar(jars, "sedona-spark") or "sedona" in spark_cfg.conf.get("spark.jars.packages", "")
+    extensions: list[str] = []  # Sedona registers itself in resolve_engine (SedonaContext.create)
     settings = {
         "spark.sql.session.timeZone": "UTC",
         "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
@@ -107,8 +133,13 @@ def build_session(config: Config) -> "SparkSession":
         # Executors inherit the opt-outs too (Sedona checks them in the JVM and in Python workers).
         **{f"spark.executorEnv.{k}": v for k, v in TELEMETRY_ENV.items()},
     }
-    if sedona_jars:
-        settings["spark.jars"] = ",".join(sedona_jars)
+    if jars:
+        settings["spark.jars"] = ",".join(jars)
+    if _has_jar(jars, "delta-spark"):
+        extensions.append(DELTA_SQL_EXTENSION)
+        settings["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
+    if extensions:
+        settings["spark.sql.extensions"] = ",".join(extensions)
     if expects_sedona:
         settings["spark.kryo.registrator"] = SEDONA_KRYO_REGISTRATOR
     settings.update(dict(spark_cfg.conf))
@@ -149,8 +180,8 @@ def resolve_engine(spark: "SparkSession", requested: str) -> str:
     if not present:
         raise SessionError(
             "spatial.engine=sedona but Sedona's JVM classes are not on the classpath: add "
-            "org.apache.sedona:sedona-spark-shaded-3.5_2.12 to spark.jars.packages, or list local jars in "
-            f"${ENV_SEDONA_JARS}, or set spatial.engine=auto"
+            "run `make jars` (fetches them into jvm/jars), or pass them with spark-submit --jars, or "
+            "set spatial.engine=auto"
         )
     from sedona.spark import SedonaContext
 
