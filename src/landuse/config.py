@@ -23,6 +23,7 @@ from typing import Any, Literal, Mapping, Optional, Union
 import yaml
 
 from landuse.constants import ALL_VARIANTS, HGCN, HGCN_VARIANTS, LANDUSE_CLASSES, MODALITIES, MODALITY_CODES
+from landuse.storage import is_local, is_uri, location
 
 
 def _frozen_empty() -> Mapping[str, Any]:
@@ -427,6 +428,16 @@ class SparkConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """Where tables are written and in which format; ``work_dir`` may be a URI (``s3a://bucket/prefix``)."""
+
+    format: Literal["auto", "delta", "parquet"] = "auto"  # auto: Delta Lake when its jars are on the classpath, else Parquet
+    endpoint_url: Optional[str] = None  # S3-compatible endpoint for s3a:// work dirs (MinIO, Ceph, ...); None: AWS
+    path_style: bool = False  # path-style bucket addressing (most S3-compatible servers need it)
+    options: Mapping[str, str] = field(default_factory=_frozen_empty)  # extra fsspec options for the work_dir's filesystem
+
+
+@dataclass(frozen=True)
 class SpatialConfig:
     """Spatial-join engine choice: ``auto`` picks Sedona when its JVM classes are present."""
 
@@ -447,7 +458,7 @@ class Config:
 
     name: str  # run name (MLflow run names, report titles)
     seed: int = 42  # every random stream of the run derives from it
-    work_dir: Path = Path("work/default")  # outputs: tables/, results/, mlflow.db, resolved_config.json
+    work_dir: Path = Path("work/default")  # outputs: tables/, results/, mlflow.db, resolved_config.json; a path or a URI (s3a://bucket/prefix)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # logging level of the landuse loggers
     vars: Mapping[str, str] = field(default_factory=_frozen_empty)  # free values for ${vars.x} references
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -464,6 +475,7 @@ class Config:
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
     def _problems(self) -> list[tuple[str, str]]:
@@ -493,6 +505,11 @@ class Config:
         """Tracking URI, defaulting to a SQLite file in the work dir."""
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
+        if not is_local(self.work_dir):
+            raise ConfigError(
+                f"work_dir {self.work_dir} is not a local directory, so MLflow cannot keep its SQLite store "
+                "there: set mlflow.tracking_uri (a tracking server, `databricks`, or sqlite:////local/path.db)"
+            )
         return f"sqlite:///{(self.work_dir / 'mlflow.db').resolve()}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -549,6 +566,12 @@ def load_config(
         merged = _deep_merge(merged, _nest(key.split("."), value))
     merged = _interpolate(merged, merged, origin)
     config = _build(Config, merged, origin, prefix="")
+    if is_uri(merged.get("work_dir", "")):
+        # A URI work dir carries the storage section's filesystem options (endpoint, addressing).
+        config = dataclasses.replace(config, work_dir=location(str(merged["work_dir"]), config.storage))
+    if config.synth.enabled and not is_local(config.synth.dir):
+        raise ConfigError(f"{origin}: synth.dir: {config.synth.dir} must be a local directory (the generator "
+                          "writes local files); set synth.dir to a local path when work_dir is a URI")
     if check_inputs:
         missing_inputs(config, raise_error=True, origin=origin)
     return config
@@ -761,7 +784,7 @@ def _convert(tp: Any, value: Any, origin: str, key: str) -> Any:
     if tp is Path:
         if not isinstance(value, str):
             raise ConfigError(f"{origin}: {key}: expected a path string, got {_show(value)}")
-        return Path(value)
+        return location(value)  # a URI keeps its scheme (Path would fold "s3a://" into "s3a:/")
     raise ConfigError(f"{origin}: {key}: unsupported type {tp}")  # schema bug, not user error
 
 
@@ -777,7 +800,7 @@ def _plain(node: Any) -> Any:
         return {str(k): _plain(v) for k, v in node.items()}
     if isinstance(node, (list, tuple)):
         return [_plain(v) for v in node]
-    if isinstance(node, Path):
+    if isinstance(node, Path) or (node is not None and not is_local(node) and hasattr(node, "fs")):
         return str(node)
     return node
 

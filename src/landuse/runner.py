@@ -28,6 +28,7 @@ from landuse.manifest import (
     staging_dir,
     write_manifest,
 )
+from landuse.storage import location, parquet_files, parquet_metadata
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -84,17 +85,28 @@ class StageResult:
 
 
 def output_paths(stage: Stage, config: Config) -> dict[str, Path]:
-    """Resolved final output directories of ``stage``."""
-    return {name: Path(path) for name, path in stage.outputs(config).items()}
+    """Resolved final output directories of ``stage`` (local paths or URIs, see landuse.storage)."""
+    return {name: location(path) if isinstance(path, str) else path for name, path in stage.outputs(config).items()}
 
 
-def stage_fingerprint(stage: Stage, config: Config, registry: Mapping[str, Stage], cache: HashCache) -> dict[str, Any]:
-    """Everything that determines a stage's outputs, with its combined hash under ``fingerprint``."""
+def stage_fingerprint(
+    stage: Stage,
+    config: Config,
+    registry: Mapping[str, Stage],
+    cache: HashCache,
+    table_format: str = "parquet",
+) -> dict[str, Any]:
+    """Everything that determines a stage's outputs, with its combined hash under ``fingerprint``.
+
+    ``table_format`` is the session's resolved format (``delta-<version>`` or ``parquet``): switching
+    it reruns the Spark stages, so a table's format always matches what its manifest records.
+    """
     inputs = {}
     for path in stage.inputs(config):
-        if not Path(path).exists():
+        path = location(path) if isinstance(path, str) else path
+        if not path.exists():
             raise ConfigError(f"stage {stage.name}: input path not found: {path}")
-        inputs[str(path)] = cache.path_hash(Path(path))
+        inputs[str(path)] = cache.path_hash(path)
     upstream = {}
     for name in stage.upstream:
         if not registry[name].enabled(config):
@@ -109,8 +121,11 @@ def stage_fingerprint(stage: Stage, config: Config, registry: Mapping[str, Stage
             upstream[out_name] = manifest["fingerprint"]
     config_hash = config.section_hash(*stage.config_keys)
     parts = [stage.name, stage.version, landuse.__version__, config_hash, inputs, upstream]
+    if table_format != "parquet":
+        parts.append(table_format)  # parquet adds nothing, so fingerprints from before Delta stay valid
     return {
         "fingerprint": fingerprint(parts),
+        "table_format": table_format,
         "config_hash": config_hash,
         "input_hashes": inputs,
         "upstream_fingerprints": upstream,
@@ -133,8 +148,16 @@ def run_stage(
     if not stage.enabled(config):
         log.info("stage %s: disabled by config", stage.name)
         return StageResult(stage.name, "disabled", 0.0, outputs)
+    table_format = "parquet"
+    if _needs_spark(stage, config):
+        from landuse.spark.session import build_session, session_table_format
+
+        # The session decides the table format (Delta when its jars are present), which is part of
+        # the fingerprint, so a Spark stage gets its session before the skip check.
+        spark = spark or build_session(config)
+        table_format = session_table_format(spark)
     cache = HashCache(config.work_dir / ".hashcache.json")
-    fp = stage_fingerprint(stage, config, registry, cache)
+    fp = stage_fingerprint(stage, config, registry, cache, table_format)
     cache.save()
     current = [read_manifest(path) for path in outputs.values()]
     if not force and all(m is not None and m.get("fingerprint") == fp["fingerprint"] for m in current):
@@ -203,15 +226,13 @@ def no_spark(func: Callable[[StageContext], None]) -> Callable[[StageContext], N
 
 def table_stats(directory: Path) -> dict[str, Any]:
     """Row count and schema of the Parquet files under ``directory`` (footer metadata only)."""
-    files = sorted(directory.rglob("*.parquet"))
+    files = parquet_files(directory)
     if not files:
         return {}
-    import pyarrow.parquet as pq
-
     rows = 0
     schema = None
     for file in files:
-        meta = pq.read_metadata(file)
+        meta = parquet_metadata(file)
         rows += meta.num_rows
         if schema is None:
             schema = meta.schema.to_arrow_schema()

@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from landuse.config import Config, SparkConfig
 from pathlib import Path
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 SEDONA_CONTEXT_CLASS = "org.apache.sedona.spark.SedonaContext"
 SEDONA_KRYO_REGISTRATOR = "org.apache.sedona.core.serde.SedonaKryoRegistrator"
 ENGINE_CONF_KEY = "landuse.spatial.engine"  # where the resolved engine is recorded on the session
+FORMAT_CONF_KEY = "landuse.storage.format"  # the resolved table format ("delta-<version>" or "parquet")
+DELTA_TABLE_CLASS = "io.delta.tables.DeltaTable"
 SUPPORTED_JAVA = (8, 11, 17)
 DELTA_SQL_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
@@ -142,6 +144,7 @@ def build_session(config: Config) -> "SparkSession":
         settings["spark.sql.extensions"] = ",".join(extensions)
     if expects_sedona:
         settings["spark.kryo.registrator"] = SEDONA_KRYO_REGISTRATOR
+    settings.update(storage_settings(config))
     settings.update(dict(spark_cfg.conf))
     for key, value in settings.items():
         builder = builder.config(key, value)
@@ -149,22 +152,61 @@ def build_session(config: Config) -> "SparkSession":
     spark.sparkContext.setLogLevel("WARN")
     engine = resolve_engine(spark, config.spatial.engine)
     spark.conf.set(ENGINE_CONF_KEY, engine)
+    table_format = resolve_table_format(spark, config.storage.format)
+    spark.conf.set(FORMAT_CONF_KEY, table_format)
     log.info(
-        "spark %s master=%s shuffle_partitions=%s spatial engine=%s",
+        "spark %s master=%s shuffle_partitions=%s spatial engine=%s tables=%s",
         spark.version,
         spark.sparkContext.master,
         spark.conf.get("spark.sql.shuffle.partitions"),
         engine,
+        table_format,
     )
     return spark
+
+
+def storage_settings(config: Config) -> dict[str, str]:
+    """Hadoop settings for an object-store ``work_dir`` (s3a endpoint, path style) from ``storage``."""
+    from landuse.storage import spark_hadoop_settings
+
+    return dict(spark_hadoop_settings(config.storage))
+
+
+def _jvm_class(spark: "SparkSession", name: str) -> Any:
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+    return jvm.java.lang.Class.forName(name, False, loader)
+
+
+def delta_version(spark: "SparkSession") -> str | None:
+    """The Delta Lake version on the session's classpath, or None without Delta."""
+    try:
+        cls = _jvm_class(spark, DELTA_TABLE_CLASS)
+    except Exception:  # py4j wraps ClassNotFoundException in a generic error
+        return None
+    return str(cls.getPackage().getImplementationVersion() or "unknown")
+
+
+def resolve_table_format(spark: "SparkSession", requested: str) -> str:
+    """``delta-<version>`` when Delta Lake is used for Spark-written tables, else ``parquet``."""
+    version = delta_version(spark) if requested != "parquet" else None
+    if requested == "delta" and version is None:
+        raise SessionError(
+            "storage.format=delta but Delta Lake's JVM classes are not on the classpath: run `make jars`, "
+            "or pass delta-spark_2.12 and delta-storage with spark-submit --jars, or set storage.format=auto"
+        )
+    return f"delta-{version}" if version else "parquet"
+
+
+def session_table_format(spark: "SparkSession") -> str:
+    """The table format resolved by :func:`build_session` (``parquet`` if unknown)."""
+    return spark.conf.get(FORMAT_CONF_KEY, "parquet") or "parquet"
 
 
 def sedona_available(spark: "SparkSession") -> bool:
     """Whether Sedona's JVM classes are loadable in this session."""
     try:
-        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
-        jvm.java.lang.Class.forName(SEDONA_CONTEXT_CLASS, False, loader)
+        _jvm_class(spark, SEDONA_CONTEXT_CLASS)
         return True
     except Exception:  # py4j raises a generic Py4JJavaError for ClassNotFoundException
         return False

@@ -21,6 +21,7 @@ from landuse.runner import Stage, StageContext
 from landuse.spark.io import read_table, table_path, write_spark
 from landuse.spark.schemas import T_REGIONS, T_REJECTS
 from landuse.stages.regions import study_crs
+from landuse.storage import read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ __all__ = ["HAS_BUILDING", "REJECTS", "STAGE", "T_BUILDING_FEATURES", "run"]
 
 def run(ctx: StageContext) -> None:
     """Ingest the footprints, then descriptors → region assignment → aggregation on the executors."""
-    import pyarrow.parquet as pq
 
     from landuse.features.morphology import FEATURE_NAMES, HEIGHT_FEATURES, VECTOR, region_building_features
     from landuse.ingest.buildings import buildings_dataframe, read_footprints
@@ -56,7 +56,7 @@ def run(ctx: StageContext) -> None:
     write_spark(features.orderBy("region_id").coalesce(1), ctx.out(T_BUILDING_FEATURES))
 
     # The staging dir starts with "." (hidden from Spark's listing): read the small table back with pyarrow.
-    table = pq.read_table(ctx.out(T_BUILDING_FEATURES), columns=[VECTOR, HAS_BUILDING]).to_pandas()
+    table = read_parquet(ctx.out(T_BUILDING_FEATURES), columns=[VECTOR, HAS_BUILDING]).to_pandas()
     assigned = int(sum(float(v[0]) for v in table[VECTOR]))  # feature 0 is the count
     with_buildings = int(table[HAS_BUILDING].sum())
     notes = list(result.notes)

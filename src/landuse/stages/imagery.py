@@ -19,6 +19,7 @@ from landuse.runner import Stage, StageContext, no_spark
 from landuse.spark.io import parquet_rows, read_pandas, read_table, table_path, write_pandas, write_spark
 from landuse.spark.schemas import CENTROID_X, CENTROID_Y, GEOMETRY, REGION_ID, T_REGIONS
 from landuse.stages.regions import study_crs
+from landuse.storage import read_parquet
 
 log = logging.getLogger(__name__)
 T_IMAGE_FEATURES = "image_features"
@@ -28,7 +29,6 @@ T_GEO_FEATURES = "geo_features"
 
 def run_imagery(ctx: StageContext) -> None:
     """Per-region raster statistics (and patches) on Spark."""
-    import pyarrow.parquet as pq
 
     from landuse.features.imagery import feature_names, image_features, image_patches, resolve_raster_spec
 
@@ -41,7 +41,7 @@ def run_imagery(ctx: StageContext) -> None:
     features = image_features(regions, crs, spec, partitions)
     write_spark(features, ctx.out(T_IMAGE_FEATURES), partitions=1)  # one row per region: small
     # the staging dir starts with "." (hidden to Spark's file listing), so read it back with pyarrow
-    stats = pq.read_table(ctx.out(T_IMAGE_FEATURES), columns=["has_image", "coverage"]).to_pandas()
+    stats = read_parquet(ctx.out(T_IMAGE_FEATURES), columns=["has_image", "coverage"]).to_pandas()
     names = feature_names(spec)
     ctx.summary.update(regions=len(stats), regions_with_image=int(stats["has_image"].sum()),
                        mean_coverage=round(float(stats["coverage"].mean()), 6) if len(stats) else 0.0,
