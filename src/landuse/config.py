@@ -435,6 +435,7 @@ class StorageConfig:
     endpoint_url: Optional[str] = None  # S3-compatible endpoint for s3a:// work dirs (MinIO, Ceph, ...); None: AWS
     path_style: bool = False  # path-style bucket addressing (most S3-compatible servers need it)
     options: Mapping[str, str] = field(default_factory=_frozen_empty)  # extra fsspec options for the work_dir's filesystem
+    local_dir: Optional[Path] = None  # driver-side files (results, report, plots, checkpoints, mlflow.db) when work_dir is a URI; None: work/<name>
 
 
 @dataclass(frozen=True)
@@ -501,16 +502,23 @@ class Config:
         return self.work_dir / "tables"
 
     @property
+    def driver_dir(self) -> Path:
+        """Where driver-side files go (results, report, plots, checkpoints, MLflow's SQLite store).
+
+        The work dir itself when it is local; with a URI work dir (tables on an object store) a
+        local directory, ``storage.local_dir`` or ``work/<name>``: those files are written by
+        libraries that need local paths, and the results are logged to MLflow as well.
+        """
+        if is_local(self.work_dir):
+            return self.work_dir
+        return self.storage.local_dir or Path("work") / self.name
+
+    @property
     def mlflow_uri(self) -> str:
-        """Tracking URI, defaulting to a SQLite file in the work dir."""
+        """Tracking URI, defaulting to a SQLite file in the driver dir (the work dir when local)."""
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
-        if not is_local(self.work_dir):
-            raise ConfigError(
-                f"work_dir {self.work_dir} is not a local directory, so MLflow cannot keep its SQLite store "
-                "there: set mlflow.tracking_uri (a tracking server, `databricks`, or sqlite:////local/path.db)"
-            )
-        return f"sqlite:///{(self.work_dir / 'mlflow.db').resolve()}"
+        return f"sqlite:///{(self.driver_dir / 'mlflow.db').resolve()}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable form (paths as strings) for logging and hashing."""

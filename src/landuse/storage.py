@@ -18,11 +18,13 @@ Credentials are never part of the config: s3fs and hadoop-aws both read the stan
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import tempfile
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -53,9 +55,13 @@ def is_local(path: Any) -> bool:
 def fsspec_options(scheme: str, storage: "StorageConfig | None") -> dict[str, Any]:
     """fsspec keyword arguments for ``scheme`` from the ``storage`` config section."""
     if storage is None:
-        return {}
+        from landuse.config import StorageConfig
+
+        storage = StorageConfig()
     options: dict[str, Any] = dict(storage.options)
     if scheme in S3_SCHEMES:
+        # Spark's executors write behind this process's back: a cached listing would hide their files.
+        options.setdefault("use_listings_cache", False)
         if storage.endpoint_url:
             options.setdefault("endpoint_url", storage.endpoint_url)
         if storage.path_style:
@@ -88,6 +94,25 @@ def arrow_filesystem(path: Any) -> tuple["pafs.FileSystem | None", str]:
     import pyarrow.fs as pafs
 
     return pafs.PyFileSystem(pafs.FSSpecHandler(path.fs)), path.path
+
+
+@contextlib.contextmanager
+def local_copy(directory: Any) -> Iterator[Path]:
+    """``directory`` itself when local, else a temporary local copy of its files (removed on exit).
+
+    For readers that only work on local files: Petastorm 0.13.1 hands an fsspec filesystem to
+    pyarrow's legacy ``ParquetDataset`` options, which pyarrow 14 refuses for non-local stores. The
+    tables it reads (node features, edges, patches) are driver-sized, so a download is cheap.
+    """
+    if is_local(directory):
+        yield Path(directory)
+        return
+    with tempfile.TemporaryDirectory(prefix="landuse-") as tmp:
+        target = Path(tmp) / directory.name
+        for rel in list_files(directory):
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            directory.fs.get_file(f"{directory.path.rstrip('/')}/{rel}", str(target / rel))
+        yield target
 
 
 def parquet_files(directory: Any) -> list[Any]:
@@ -161,7 +186,9 @@ def list_files(directory: Any) -> list[str]:
         root = Path(directory)
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     base = directory.path.rstrip("/")
-    return sorted(f[len(base) + 1:] for f in directory.fs.find(base))
+    # Stores list "directory marker" objects (keys ending in "/", e.g. Delta's _delta_log/_commits/):
+    # they are not files and cannot be copied as such.
+    return sorted(f[len(base) + 1:] for f in directory.fs.find(base) if not f.endswith("/"))
 
 
 def copy_tree(source: Any, target: Any, skip: tuple[str, ...] = ()) -> None:

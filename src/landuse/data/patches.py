@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from landuse.data.reader import _parquet_files, _quiet_petastorm
+from landuse.storage import local_copy, location, parquet_metadata, read_parquet
 
 log = logging.getLogger(__name__)
 REGION_ID, TILE_ROW, TILE_COL = "region_id", "tile_row", "tile_col"
@@ -88,19 +89,17 @@ def iter_patch_batches(path: Path, batch_size: int = 256) -> Iterator[PatchBatch
     ``landuse.data.reader``); the rows streamed are counted against the Parquet footers and a short
     pass raises RuntimeError rather than silently encoding a subset.
     """
-    import pyarrow.parquet as pq
     from petastorm import make_batch_reader
     from petastorm.pytorch import DataLoader
 
-    path = Path(path)
     files = _parquet_files(path)
     if not path.is_dir() or not files:
         raise ValueError(f"table image_patches not found at {path}: run `landuse run imagery` with embeddings.image.patches on")
-    expected = sum(pq.read_metadata(f).num_rows for f in files)
+    expected = sum(parquet_metadata(f).num_rows for f in files)
     fields = [re.escape(c) + "$" for c in PATCH_COLUMNS]
     got = 0
-    with _quiet_petastorm():
-        reader = make_batch_reader("file://" + str(path.resolve()), schema_fields=fields, num_epochs=1,
+    with _quiet_petastorm(), local_copy(path) as local:
+        reader = make_batch_reader("file://" + str(local.resolve()), schema_fields=fields, num_epochs=1,
                                    shuffle_row_groups=False, reader_pool_type="dummy")
         with DataLoader(reader, batch_size=batch_size) as loader:
             for raw in loader:
@@ -192,11 +191,9 @@ def load_training_patches(tables_dir: Path, raster_path: str, level: int = 1, ba
     Tokens are category codes at ``level`` (1..3), falling back to coarser levels where missing.
     The tile grid (size, stride) and band roles come from the patch table's manifest.
     """
-    import pyarrow.parquet as pq
-
     from landuse.manifest import read_manifest
 
-    tables_dir = Path(tables_dir)
+    tables_dir = location(tables_dir) if isinstance(tables_dir, str) else tables_dir
     patches_dir = tables_dir / "image_patches"
     patch_set = load_patch_set(patches_dir, batch_size)
     if len(patch_set) == 0:
@@ -209,7 +206,7 @@ def load_training_patches(tables_dir: Path, raster_path: str, level: int = 1, ba
     if not pois_dir.is_dir():
         raise ValueError(f"table poi_regions not found at {pois_dir}: run `landuse run pois` first")
     columns = ["lon", "lat"] + [f"cat_l{i}" for i in range(1, level + 1)]
-    pois = pq.read_table(pois_dir, columns=columns).to_pandas()
+    pois = read_parquet(pois_dir, columns=columns).to_pandas()
     token = pois[f"cat_l{level}"]
     for coarser in range(level - 1, 0, -1):
         token = token.fillna(pois[f"cat_l{coarser}"])

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from landuse.data.tables import CLASSES_KEY, COVERAGE, HAS_LABEL, NODE_REGION_ID, Y, table_modalities
+from landuse.storage import local_copy, location, parquet_metadata, parquet_schema
 
 log = logging.getLogger(__name__)
 T_NODE_FEATURES = "node_features"
@@ -99,7 +99,7 @@ def _require(tables_dir: Path, table: str) -> Path:
 
 def _parquet_files(path: Path) -> list[Path]:
     """The data files of a Parquet directory (what petastorm reads: not ``_*`` or ``.*``)."""
-    return sorted(f for f in path.glob("*.parquet") if not f.name.startswith(("_", ".")))
+    return sorted((f for f in path.glob("*.parquet") if not f.name.startswith(("_", "."))), key=str)
 
 
 def read_columns(path: Path, columns: Sequence[str], batch_size: int, attempts: int = 3) -> dict[str, torch.Tensor]:
@@ -113,19 +113,20 @@ def read_columns(path: Path, columns: Sequence[str], batch_size: int, attempts: 
     from petastorm import make_batch_reader
     from petastorm.pytorch import DataLoader
 
-    expected = sum(pq.read_metadata(f).num_rows for f in _parquet_files(path))
+    expected = sum(parquet_metadata(f).num_rows for f in _parquet_files(path))
     # schema_fields are regexes matched against whole names; anchor them so "weight" never picks up
     # "weight_norm" (and petastorm's old-vs-new matching warning stays quiet).
     fields = [re.escape(c) + "$" for c in columns]
     for attempt in range(1, attempts + 1):
         with _quiet_petastorm():
             # The dummy pool reads on this thread: the race window is smallest, no threads to leak.
-            reader = make_batch_reader(
-                "file://" + str(path.resolve()), schema_fields=fields, num_epochs=1,
-                shuffle_row_groups=False, reader_pool_type="dummy",
-            )
-            with DataLoader(reader, batch_size=batch_size) as loader:  # its __exit__ stops the reader quietly
-                batches = list(loader)
+            with local_copy(path) as local:
+                reader = make_batch_reader(
+                    "file://" + str(local.resolve()), schema_fields=fields, num_epochs=1,
+                    shuffle_row_groups=False, reader_pool_type="dummy",
+                )
+                with DataLoader(reader, batch_size=batch_size) as loader:  # its __exit__ stops the reader quietly
+                    batches = list(loader)
         got = sum(len(b[columns[0]]) for b in batches)
         if got == expected:
             break
@@ -139,7 +140,7 @@ def read_columns(path: Path, columns: Sequence[str], batch_size: int, attempts: 
 
 def _classes(path: Path, requested: Sequence[str] | None) -> list[str]:
     """Class names from the node_features schema metadata, checked against ``requested``."""
-    metadata = pq.read_schema(_parquet_files(path)[0]).metadata or {}
+    metadata = parquet_schema(_parquet_files(path)[0]).metadata or {}
     stored = json.loads(metadata[CLASSES_KEY]) if CLASSES_KEY in metadata else None
     if stored is None and requested is None:
         raise ValueError(f"{path}: no class names in the schema metadata ({CLASSES_KEY.decode()}); pass classes")
@@ -179,13 +180,13 @@ def load_graph(
     table present and skips the others. Raises ValueError for a missing table (naming the stage
     that writes it) or an edge endpoint that is not a region in node_features.
     """
-    tables_dir = Path(tables_dir)
+    tables_dir = location(tables_dir) if isinstance(tables_dir, str) else tables_dir
     unknown = set(edges or ()) - set(EDGE_TABLES)
     if unknown:
         raise ValueError(f"unknown edge sets {sorted(unknown)} (known: {', '.join(EDGE_TABLES)})")
     path = _require(tables_dir, T_NODE_FEATURES)
     class_names = _classes(path, classes)
-    present = table_modalities(pq.read_schema(_parquet_files(path)[0]))
+    present = table_modalities(parquet_schema(_parquet_files(path)[0]))
     columns = [NODE_REGION_ID, Y, COVERAGE, HAS_LABEL, *(c for cols in present.values() for c in cols)]
     cols = read_columns(path, columns, batch_size)
     if cols[NODE_REGION_ID].numel() == 0:

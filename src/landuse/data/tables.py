@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from landuse.storage import write_parquet
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -166,11 +167,10 @@ def write_shards(table: pa.Table, directory: Path, row_group_rows: int, shard_ro
     """
     if row_group_rows <= 0 or shard_rows <= 0:
         raise ValueError(f"write_shards: row_group_rows and shard_rows must be > 0, got {row_group_rows}, {shard_rows}")
-    directory.mkdir(parents=True, exist_ok=True)
     files = []
     for index, start in enumerate(range(0, max(table.num_rows, 1), shard_rows)):
         path = directory / f"part-{index:05d}.parquet"
-        pq.write_table(table.slice(start, shard_rows), path, row_group_size=row_group_rows)
+        write_parquet(table.slice(start, shard_rows), path, row_group_size=row_group_rows)
         files.append(path)
     return files
 

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"inputs.planned.options.{unknown[0]}: unknown option (allowed: {', '.join(OPTIONS)})")
         if not opts.get("class_column"):
             raise ConfigError("inputs.planned.options.class_column: required (the column holding the planned class)")
-        summary = run_monitoring(config.tables_dir, config.work_dir, source.path, opts["class_column"],
+        summary = run_monitoring(config.tables_dir, config.driver_dir, source.path, opts["class_column"],
                                  list(config.labels.classes), threshold=config.monitoring.threshold,
                                  id_column=opts.get("id_column"), crs=opts.get("crs"),
                                  class_map_path=opts.get("class_map_path"))

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             patches, stride, roles = load_training_patches(config.tables_dir, str(config.inputs.imagery.path), level)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else config.work_dir / "checkpoints" / "pretrain"
+        checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else config.driver_dir / "checkpoints" / "pretrain"
         try:
             augment = MultispectralAugment(crop_scale=(args.crop_min, 1.0), gain=args.jitter_gain,
                                            offset=args.jitter_offset, band_dropout=args.band_dropout)

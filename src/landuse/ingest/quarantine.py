@@ -101,21 +101,19 @@ def rejects_path(tables_dir: Path, source: str) -> Path:
 
 def write_rejects(rejects: Union["DataFrame", "pd.DataFrame"], path: Path, mode: str = "overwrite") -> Path:
     """Write a rejects table (Spark or pandas, ``REJECTS_SCHEMA``) as Parquet under ``path``."""
-    path = Path(path)
+    from landuse.storage import location, remove_tree, write_parquet
+
+    path = location(path) if isinstance(path, str) else path  # a local Path or a store URI (landuse.storage)
     if _is_pandas(rejects):
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         from landuse.spark.schemas import RAW, SOURCE
 
-        if mode == "overwrite" and path.exists():
-            import shutil
-
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
+        if mode == "overwrite":
+            remove_tree(path)
         schema = pa.schema([(SOURCE, pa.string()), (REASON, pa.string()), (RAW, pa.string())])
         table = pa.Table.from_pandas(rejects[[SOURCE, REASON, RAW]], schema=schema, preserve_index=False)  # type: ignore[index]
-        pq.write_table(table, path / "part-00000.parquet")
+        write_parquet(table, path / "part-00000.parquet")
         return path
     rejects.write.mode(mode).parquet(str(path))  # type: ignore[union-attr]
     return path

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 import geopandas as gpd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from landuse.manifest import commit_dir, staging_dir, write_manifest
 from landuse.monitoring.planned import (
@@ -24,6 +24,7 @@ from landuse.monitoring.planned import (
 )
 from landuse.spark.io import PART, write_pandas
 from landuse.spark.schemas import RAW, REASON, REGION_ID, SOURCE, T_REGIONS, T_REJECTS
+from landuse.storage import location, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,11 @@ def run_monitoring(tables_dir: Path, work_dir: Path, planned_path: Path, class_c
     ``work_dir/monitoring.geojson`` (EPSG:4326). The summary holds the counts (regions, planned
     regions, flagged, rejected plan rows), the threshold and the output paths.
     """
-    tables_dir, work_dir = Path(tables_dir), Path(work_dir)
-    regions = gpd.read_parquet(_require(tables_dir / T_REGIONS / PART, T_REGIONS, "regions"))[[REGION_ID, "geometry"]]
-    predictions = pq.read_table(_require(tables_dir / T_PREDICTIONS, T_PREDICTIONS, "predict")).to_pandas()
+    tables_dir = location(tables_dir) if isinstance(tables_dir, str) else tables_dir  # local or a store URI
+    work_dir = Path(work_dir)
+    regions_file = _require(tables_dir / T_REGIONS / PART, T_REGIONS, "regions")
+    regions = gpd.read_parquet(io.BytesIO(regions_file.read_bytes()))[[REGION_ID, "geometry"]]
+    predictions = read_parquet(_require(tables_dir / T_PREDICTIONS, T_PREDICTIONS, "predict")).to_pandas()
     plan, rejects = read_planned(planned_path, class_column, classes, id_column=id_column, crs=crs,
                                  class_map_path=class_map_path)
     if plan.empty:

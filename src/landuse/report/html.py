@@ -597,7 +597,7 @@ def build_report(config: Config) -> Path:
     run_section(page, config, runs, manifest)
     generated = now_iso()
     text = render(page, config, generated)
-    final = config.work_dir / REPORT_DIR
+    final = config.driver_dir / REPORT_DIR
     staged = staging_dir(final)
     try:
         (staged / REPORT_FILE).write_text(text, encoding="utf-8")

@@ -83,7 +83,7 @@ def read_results_csv(path: Path) -> pd.DataFrame:
 
 def results_dir(config: Config, kind: str) -> Path:
     """Where an experiment's tables and plots are written (also logged to MLflow)."""
-    return config.work_dir / "results" / kind
+    return config.driver_dir / "results" / kind
 
 
 def load_graph_for(config: Config) -> tuple[GraphData, np.ndarray]:
@@ -387,8 +387,8 @@ def run_experiment(config: Config, kind: str, force: bool = True) -> tuple[pd.Da
             log.warning("%s: skipping %d variant(s) that cannot run on these tables: %s", kind, len(skipped),
                         "; ".join(f"{v} {why}" for v, why in skipped.items()))
         manifest = config.tables_dir / "node_features" / MANIFEST_FILE
-        if manifest.exists():
-            mlflow.log_artifact(str(manifest), artifact_path="inputs")
+        if manifest.exists():  # log_text: the work dir may be on an object store
+            mlflow.log_text(manifest.read_text(), f"inputs/{MANIFEST_FILE}")
 
         rows: list[dict] = []
         trials: list[Trial] = []

@@ -109,7 +109,7 @@ def predict(config: Config, model_uri: str) -> tuple[pd.DataFrame, Path, Path]:
     commit_dir(staged, out)
     regions = read_geoparquet(config, T_REGIONS, "regions")[[REGION_ID, "geometry"]]
     geo = regions.merge(table, on=REGION_ID, how="inner").to_crs("EPSG:4326")
-    geojson = config.work_dir / "predictions.geojson"
+    geojson = config.driver_dir / "predictions.geojson"
     geo.to_file(geojson, driver="GeoJSON")
     log.info("predict: %d regions -> %s, %s", len(table), out, geojson)
     return table, out, geojson

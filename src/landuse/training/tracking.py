@@ -36,7 +36,7 @@ def setup_mlflow(config: Config) -> str:
         mlflow.set_registry_uri(config.mlflow_uri)
         # the local store keeps its artifacts beside it, not in ./mlruns of whatever cwd the command ran in
         if mlflow.get_experiment_by_name(config.mlflow.experiment) is None:
-            artifacts = (config.work_dir / "mlartifacts").resolve()
+            artifacts = (config.driver_dir / "mlartifacts").resolve()
             mlflow.create_experiment(config.mlflow.experiment, artifact_location=artifacts.as_uri())
     return mlflow.set_experiment(config.mlflow.experiment).experiment_id
 
