@@ -7,10 +7,13 @@ import pytest
 
 from landuse.features.walks import (
     FlowGraph,
+    _step_uniforms,
     alias_probabilities,
+    corpus_permutation,
     python_random_walks,
     random_walks,
     transition_statistics,
+    walk_keys,
 )
 from landuse.features.word2vec import flow_embedding_table, train_flow_embeddings
 
@@ -147,3 +150,28 @@ def test_rejects_bad_input():
         FlowGraph.from_edges(np.array([1]), np.array([2]), np.array([-1.0]))
     with pytest.raises(ValueError):
         FlowGraph.from_edges(np.array([1]), np.array([2]), np.array([1.0]), nodes=np.array([1]))
+
+
+def test_per_walk_streams_are_uniform_and_distinct():
+    starts = np.repeat(np.arange(-500, 500, dtype=np.int64), 100)
+    index = np.tile(np.arange(100), 1000)
+    keys = walk_keys(42, starts, index)
+    assert np.unique(keys).size == keys.size  # 100,000 walks, 100,000 streams
+    assert not np.array_equal(keys, walk_keys(43, starts, index))
+    u = _step_uniforms(keys, 9).astype(np.float64) / 2.0**32  # (9, walks): both halves of 5 draws
+    counts = np.histogram(u, bins=64, range=(0, 1))[0]
+    expected = u.size / 64
+    assert ((counts - expected) ** 2 / expected).sum() < 130  # chi-square, 63 dof (p ~ 1e-6)
+    assert abs(np.corrcoef(u[0], u[1])[0, 1]) < 0.01 and abs(np.corrcoef(u[0, :-1], u[0, 1:])[0, 1]) < 0.01
+    for size in (1, 2, 7, 64, 1000, 12_345):
+        perm = corpus_permutation(np.arange(size), size, seed=5)
+        assert np.array_equal(np.sort(perm), np.arange(size))  # a permutation of 0..size-1
+        if size >= 64:
+            assert np.abs(np.corrcoef(perm, np.arange(size))[0, 1]) < 0.2  # shuffled, not strided
+            assert not np.array_equal(perm, corpus_permutation(np.arange(size), size, seed=6))
+    assert corpus_permutation(np.array([5, 1]), 12_345, seed=5).tolist() == perm[[5, 1]].tolist()
+    # Walk i from s keeps its walk whatever is generated with it; rows come in corpus order.
+    g = random_graph(4, n=50, m=400)
+    full = random_walks(g, 6, 9, seed=3)
+    first_rows = {tuple(r) for r in random_walks(g, 2, 9, seed=3).tolist()}
+    assert first_rows <= {tuple(r) for r in full.tolist()}

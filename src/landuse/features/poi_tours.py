@@ -14,7 +14,9 @@ Tour rule (pinned by ``tests/features/test_poi_tours.py``):
    anchoring.)
 
 :func:`region_tours` runs the tour per region in Spark (``groupBy(region_id).applyInPandas``) and
-emits the category tokens in tour order.
+emits the category tokens in tour order; :func:`tour_corpus` turns the tours into the Doc2Vec text
+corpus (one tagged line per region, in region_id order), which the executors write — no tour is
+collected to the driver.
 """
 
 from __future__ import annotations
@@ -23,8 +25,17 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, BooleanType, IntegerType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
 
+from landuse.features.doc2vec import tagged_line
 from landuse.features.pois import category_columns
 from landuse.spark.schemas import CATEGORY_PREFIX, LAT, LON, POI_ID, REGION_ID, SOURCE
 from landuse.spatial.engines import project_points
@@ -174,3 +185,25 @@ def region_tours(pois: DataFrame, crs: str, level: int, seed: int, min_pois: int
     )
     seed, min_pois = int(seed), int(min_pois)
     return rows.groupBy(REGION_ID).applyInPandas(lambda pdf: tour_region(pdf, seed, min_pois), TOURS_SCHEMA)
+
+
+def _tour_line_batches(batches):
+    """mapInArrow: (region_id, tokens) → the tagged corpus line (``value``) of each region with tokens."""
+    import pyarrow as pa
+
+    for batch in batches:
+        ids = batch.column(0).to_pylist()
+        tokens = batch.column(1).to_pylist()
+        lines = [line for line in map(tagged_line, ids, tokens) if line is not None]
+        yield pa.RecordBatch.from_arrays([pa.array(lines, type=pa.string())], names=["value"])
+
+
+def tour_corpus(tours: DataFrame) -> DataFrame:
+    """The Doc2Vec corpus of ``region_tours`` output: one ``value`` line per region with tokens,
+    ``<region_id>\t<token> <token> …`` (tokens via :func:`landuse.features.doc2vec.encode_token`).
+
+    Sorted by region_id (a range-partitioned sort), so Spark's text writer stores the lines in
+    region order across its part files, whatever the partitioning.
+    """
+    ordered = tours.where(F.size(TOKENS) > 0).select(REGION_ID, TOKENS).orderBy(REGION_ID)
+    return ordered.mapInArrow(_tour_line_batches, "value string")

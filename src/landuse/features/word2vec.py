@@ -1,50 +1,188 @@
 """Flow embeddings (H_flow): skip-gram Word2Vec over random walks on the OD flow graph.
 
-Training uses gensim's ``corpus_file`` mode: the walks are written once as a text file (one walk per
-line, region ids separated by spaces) and each worker thread reads its own part of it, so all cores
-are used (the iterator mode is limited by one Python producer thread).
+Corpus. The walks are a text corpus, one walk per line, region ids separated by single spaces. In
+the stage the executors write it with Spark's text writer (:func:`landuse.features.walks.spark_walk_corpus`);
+:func:`concat_text_parts` streams its part files, in partition order, into one local file (the
+driver reads files, never rows through Spark), and gensim trains from that file in ``corpus_file``
+mode: each worker thread reads its own byte range of the file, so all cores are used and no walk is
+ever held in memory.
 
 Determinism: with ``workers=1`` and a fixed ``seed`` two runs give identical vectors in
-``corpus_file`` mode (checked in ``tests/features/test_walks.py``); with more workers the thread
-scheduling makes runs differ slightly, as in any multi-threaded Word2Vec.
+``corpus_file`` mode (checked in ``tests/features/test_walks.py``), and the corpus itself does not
+depend on Spark's partitioning, so the stage's vectors are reproducible with
+``embeddings.flow.workers: 1``. With more workers the threads split the file at approximate line
+boundaries and their scheduling varies, so runs differ slightly, as in any multi-threaded Word2Vec.
+
+Models. The fitted Word2Vec is saved with the output table, under ``<table>/_model/word2vec.model``
+(gensim's format; the ``_`` prefix keeps Spark, pyarrow and Delta readers of the table off it), and
+:func:`load_flow_model` loads it back. The helpers :func:`save_model_files` and
+:func:`local_model_dir` copy a model between a local directory and a table directory (a
+``pathlib.Path`` or a ``upath.UPath`` on an object store), the one place where that differs.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from landuse.features.walks import PAD, FlowGraph
+from landuse.features.walks import PAD, FlowGraph, walk_lines
 from landuse.spark.schemas import REGION_ID
+from landuse.storage import is_local, location
+
+if TYPE_CHECKING:
+    from gensim.models import Word2Vec
 
 COL_VECTOR = "vector"
 COL_HAS_FLOW = "has_flow"
+MODEL_DIR = "_model"  # inside an output table directory: the fitted model files
+WORD2VEC_FILE = "word2vec.model"
 _CHUNK_ROWS = 65_536
+_COPY_BYTES = 1 << 22
+_PART = re.compile(r"^part-(\d+)(?:.*-c(\d+))?")
+
+
+# --- Corpus files ----------------------------------------------------------------------------------
+
+
+def as_path(path: Any) -> Any:
+    """``path`` as a path object: a ``Path``/``UPath`` unchanged, a string through :func:`landuse.storage.location`."""
+    return location(path) if isinstance(path, str) else path
+
+
+def text_part_files(directory: Any) -> list[Any]:
+    """The part files of a Spark text output directory, in partition order (then file sequence)."""
+    directory = as_path(directory)
+    parts = []
+    for path in directory.iterdir():
+        match = _PART.match(path.name)
+        if match:
+            parts.append(((int(match.group(1)), int(match.group(2) or 0), path.name), path))
+    return [path for _, path in sorted(parts, key=lambda item: item[0])]
+
+
+def concat_text_parts(directory: Any, target: Path) -> int:
+    """Stream the part files of ``directory`` into the local file ``target``; returns the line count.
+
+    Every part ends with a newline (one is added where the writer left none), so lines never merge.
+    """
+    lines = 0
+    with open(target, "wb") as out:
+        for part in text_part_files(directory):
+            last = b"\n"
+            with part.open("rb") as handle:
+                while chunk := handle.read(_COPY_BYTES):
+                    out.write(chunk)
+                    lines += chunk.count(b"\n")
+                    last = chunk[-1:]
+            if last != b"\n":
+                out.write(b"\n")
+                lines += 1
+    return lines
+
+
+def save_model_files(local_dir: Path, table_dir: Any) -> list[str]:
+    """Copy the files of ``local_dir`` into ``<table_dir>/_model/``; returns their names.
+
+    ``table_dir`` is the stage's staging directory, so the model is committed with the table.
+    """
+    dest = as_path(table_dir) / MODEL_DIR
+    if is_local(dest):
+        dest.mkdir(parents=True, exist_ok=True)
+    names = []
+    for path in sorted(Path(local_dir).iterdir()):
+        with open(path, "rb") as src, (dest / path.name).open("wb") as dst:
+            shutil.copyfileobj(src, dst, _COPY_BYTES)
+        names.append(path.name)
+    return names
+
+
+@contextmanager
+def local_model_dir(table_dir: Any) -> Iterator[Path]:
+    """The ``_model`` directory of a table as a local directory (copied to a temp dir when remote)."""
+    src = as_path(table_dir) / MODEL_DIR
+    if is_local(src):
+        if not src.is_dir():
+            raise FileNotFoundError(f"no saved model in {table_dir} (expected {src})")
+        yield Path(src)
+        return
+    with tempfile.TemporaryDirectory(prefix="landuse-model-") as tmp:
+        for path in src.iterdir():
+            with path.open("rb") as handle, open(Path(tmp) / path.name, "wb") as out:
+                shutil.copyfileobj(handle, out, _COPY_BYTES)
+        yield Path(tmp)
+
+
+# --- Word2Vec -------------------------------------------------------------------------------------
 
 
 def write_walk_corpus(walks: np.ndarray, path: Path) -> int:
-    """Write walks as space-separated region ids, one walk per line (``-1`` padding dropped).
+    """Write walks (a (B, L) array, ``-1`` padded) as a local corpus file, one walk per line.
 
-    Returns the number of tokens written. Walks shorter than two tokens after dropping padding carry
-    no context (a walk from an isolated or dangling node) and are skipped, so such nodes get no vector.
+    The same lines as the executors write (:func:`landuse.features.walks.walk_lines`). Returns the
+    number of tokens written. Walks shorter than two tokens after dropping padding carry no context
+    (a walk from an isolated or dangling node) and are skipped, so such nodes get no vector.
     """
     walks = np.asarray(walks, dtype=np.int64)
     tokens = 0
     with open(path, "w", encoding="ascii") as handle:
         for b in range(0, walks.shape[0], _CHUNK_ROWS):
             chunk = walks[b : b + _CHUNK_ROWS]
-            lengths = (chunk != PAD).sum(axis=1)  # padding is always a suffix
-            rows = chunk.astype(str).tolist()
-            lines = [" ".join(row[:k]) for row, k in zip(rows, lengths.tolist()) if k > 1]
-            if lines:
-                handle.write("\n".join(lines))
+            lines = walk_lines(chunk)
+            if len(lines):
+                handle.write("\n".join(lines.to_pylist()))
                 handle.write("\n")
+            lengths = (chunk != PAD).sum(axis=1)
             tokens += int(lengths[lengths > 1].sum())
     return tokens
+
+
+def fit_word2vec(
+    corpus_file: Path,
+    dim: int = 64,
+    window: int = 5,
+    negative: int = 5,
+    epochs: int = 5,
+    min_count: int = 1,
+    workers: int | None = None,
+    seed: int = 42,
+) -> Word2Vec:
+    """Skip-gram Word2Vec (negative sampling) trained from a local corpus file (``corpus_file`` mode).
+
+    ``workers`` defaults to ``os.cpu_count()``; ``workers=1`` gives identical vectors per seed.
+    """
+    from gensim.models import Word2Vec  # heavy import, only where training happens
+
+    if os.path.getsize(corpus_file) == 0:
+        raise ValueError("walk corpus is empty")
+    return Word2Vec(
+        corpus_file=str(corpus_file),
+        vector_size=int(dim),
+        window=int(window),
+        negative=int(negative),
+        hs=0,
+        sg=1,
+        epochs=int(epochs),
+        min_count=int(min_count),
+        workers=int(workers or os.cpu_count() or 1),
+        seed=int(seed),
+    )
+
+
+def word_vectors(model: Word2Vec) -> pd.DataFrame:
+    """(region_id int64, vector float32 array) per region in the vocabulary, sorted by region id."""
+    keys = np.array([int(k) for k in model.wv.index_to_key], dtype=np.int64)
+    vectors = model.wv.vectors.astype(np.float32)
+    order = np.argsort(keys, kind="stable")
+    return pd.DataFrame({REGION_ID: keys[order], COL_VECTOR: list(vectors[order])})
 
 
 def train_flow_embeddings(
@@ -58,35 +196,39 @@ def train_flow_embeddings(
     seed: int = 42,
     work_dir: Path | None = None,
 ) -> pd.DataFrame:
-    """Train skip-gram Word2Vec (negative sampling) on a walk corpus.
+    """Train skip-gram Word2Vec on walks held in memory (tests, small graphs).
 
     Returns one row per region id in the vocabulary: ``region_id`` (int64) and ``vector`` (float32
-    array of length ``dim``), sorted by region id. ``workers`` defaults to ``os.cpu_count()``;
-    ``work_dir`` holds the temporary corpus file (a fresh temp dir by default, removed afterwards).
+    array of length ``dim``), sorted by region id. ``work_dir`` holds the temporary corpus file (a
+    fresh temp dir by default, removed afterwards). The stage trains from the executors' corpus
+    instead (:func:`fit_word2vec` on the concatenated parts).
     """
-    from gensim.models import Word2Vec  # heavy import, only where training happens
-
-    workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="walks-") as tmp:
         corpus = Path(tmp) / "walks.txt"
         if write_walk_corpus(walks, corpus) == 0:
             raise ValueError("walk corpus is empty")
-        model = Word2Vec(
-            corpus_file=str(corpus),
-            vector_size=dim,
-            window=window,
-            negative=negative,
-            hs=0,
-            sg=1,
-            epochs=epochs,
-            min_count=min_count,
-            workers=workers,
-            seed=seed,
-        )
-    keys = np.array([int(k) for k in model.wv.index_to_key], dtype=np.int64)
-    vectors = model.wv.vectors.astype(np.float32)
-    order = np.argsort(keys, kind="stable")
-    return pd.DataFrame({REGION_ID: keys[order], COL_VECTOR: list(vectors[order])})
+        model = fit_word2vec(corpus, dim=dim, window=window, negative=negative, epochs=epochs,
+                             min_count=min_count, workers=workers, seed=seed)
+    return word_vectors(model)
+
+
+def save_flow_model(model: Word2Vec, table_dir: Any) -> list[str]:
+    """Save a fitted Word2Vec as ``<table_dir>/_model/word2vec.model`` (plus any gensim side files)."""
+    with tempfile.TemporaryDirectory(prefix="word2vec-") as tmp:
+        model.save(str(Path(tmp) / WORD2VEC_FILE))
+        return save_model_files(Path(tmp), table_dir)
+
+
+def load_flow_model(table_dir: Any) -> Word2Vec:
+    """The Word2Vec saved with a ``flow_embeddings`` table (keys: region ids as strings).
+
+    ``model.wv[str(region_id)]`` is a region's vector; ``model.wv.most_similar(str(region_id))``
+    its nearest regions by flow context.
+    """
+    from gensim.models import Word2Vec
+
+    with local_model_dir(table_dir) as local:
+        return Word2Vec.load(str(local / WORD2VEC_FILE))
 
 
 def flow_embedding_table(graph: FlowGraph, embeddings: pd.DataFrame) -> pd.DataFrame:

@@ -1,11 +1,21 @@
 """Stages ``flow-embeddings`` (H_flow) and ``poi-embeddings`` (H_poi).
 
 * ``flow-embeddings``: the OD graph of ``flows`` (one source or all summed; weight ``daily_avg``
-  or ``trips``) → seeded weighted random walks (vectorised, alias sampling) → skip-gram Word2Vec
-  (gensim, ``corpus_file`` mode). The flows table is one row per OD cell — at most a few million
-  rows, the graph Word2Vec trains on anyway — so it is read into the driver; trips never are.
-* ``poi-embeddings``: greedy insertion tours of each region's POIs (Spark, grouped by region) →
-  Doc2Vec PV-DM. Only the tours (one row per region) reach the driver.
+  or ``trips``) → seeded weighted random walks generated on the executors → skip-gram Word2Vec
+  (gensim, ``corpus_file`` mode). Spark sums the flows per region pair; only those edge arrays —
+  O(edges between regions), never per trip or per flow row — come to the driver (through Arrow),
+  which builds the alias tables (O(N + E)) and broadcasts them as compact integer arrays. The
+  executors walk their share of the (start region, walk index) pairs (``mapInArrow``; every walk
+  has its own seeded random stream, so the walks do not depend on the partitioning) and write the
+  walks as a text corpus with Spark's text writer.
+* ``poi-embeddings``: greedy insertion tours of each region's POIs (Spark, grouped by region),
+  written by the executors as a text corpus (one tagged line per region) → Doc2Vec PV-DM.
+
+Both corpora go to ``<output>/_corpus`` in the staging directory; the driver streams the part
+files into one local file in a temporary directory (file reads, no Spark collect), gensim trains
+from it, and the corpus directory is deleted. The fitted model is saved in ``<output>/_model/`` and
+committed with the table (``landuse.features.word2vec.load_flow_model`` /
+``landuse.features.doc2vec.load_poi_model`` load it; Doc2Vec can infer vectors for new tours).
 
 Both write one row per region of the regions table — ``region_id``, ``vector`` (list<float>), a
 flag (``has_flow`` / ``has_pois``) — so regions without data are flagged, never dropped.
@@ -14,6 +24,9 @@ flag (``has_flow`` / ``has_pois``) — so regions without data are flagged, neve
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,9 +37,13 @@ from landuse.spark.io import read_pandas, read_table, table_path, write_pandas
 from landuse.spark.schemas import REGION_ID, SOURCE, T_FLOWS, T_POI_REGIONS, T_REGIONS
 from landuse.stages.regions import study_crs
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
 log = logging.getLogger(__name__)
 T_FLOW_EMBEDDINGS = "flow_embeddings"
 T_POI_EMBEDDINGS = "poi_embeddings"
+CORPUS_DIR = "_corpus"  # inside the staging output: the executors' text corpus, removed after training
 
 
 def region_ids(ctx: StageContext) -> np.ndarray:
@@ -34,51 +51,96 @@ def region_ids(ctx: StageContext) -> np.ndarray:
     return read_pandas(ctx.config, T_REGIONS, "regions", columns=[REGION_ID])[REGION_ID].to_numpy(dtype=np.int64)
 
 
+def collect_columns(df: DataFrame) -> dict[str, np.ndarray]:
+    """The columns of a driver-sized DataFrame as numpy arrays, through Arrow (no pandas, no Rows).
+
+    Only for aggregates whose size is bounded by design (here: one row per region pair with flow).
+    """
+    import pyarrow as pa
+
+    batches = df.toArrow().to_batches() if hasattr(df, "toArrow") else df._collect_as_arrow()  # Spark 4 / 3.5
+    if not batches:
+        return {name: np.empty(0) for name in df.columns}
+    table = pa.Table.from_batches(batches)
+    return {name: table.column(name).to_numpy() for name in df.columns}
+
+
+def _corpus_dir(out: Any) -> Any:
+    return out / CORPUS_DIR
+
+
 def run_flow(ctx: StageContext) -> None:
-    """Walks + Word2Vec over the configured flows."""
+    """Walks on the executors + Word2Vec over the configured flows."""
     from pyspark.sql import functions as F
 
-    from landuse.features.walks import FlowGraph, random_walks
-    from landuse.features.word2vec import flow_embedding_table, train_flow_embeddings
+    from landuse.features.walks import FlowGraph, spark_walk_corpus
+    from landuse.features.word2vec import (
+        concat_text_parts, fit_word2vec, flow_embedding_table, save_flow_model, word_vectors,
+    )
+    from landuse.storage import remove_tree
 
     config, cfg = ctx.config, ctx.config.embeddings.flow
     flows = read_table(ctx.spark, config, T_FLOWS, "flows")
     if cfg.source is not None:
         flows = flows.where(F.col(SOURCE) == cfg.source)
-    od = (
-        flows.groupBy("o_region", "d_region").agg(F.sum(cfg.weight).cast("double").alias("w")).toPandas()
+    # One row per region pair with flow: O(edges between regions), the graph Word2Vec walks anyway.
+    od = flows.groupBy("o_region", "d_region").agg(F.sum(cfg.weight).cast("double").alias("w")).select(
+        F.col("o_region").cast("long").alias("o"), F.col("d_region").cast("long").alias("d"), "w"
     )
-    if od.empty:
+    edges = collect_columns(od)
+    if edges["o"].size == 0:
         raise ConfigError(f"embeddings.flow.source: no flows for source {cfg.source!r} in {table_path(config, T_FLOWS)}")
-    nodes = region_ids(ctx)
-    graph = FlowGraph.from_edges(
-        od["o_region"].to_numpy(np.int64), od["d_region"].to_numpy(np.int64), od["w"].to_numpy(float), nodes=nodes
-    )
-    walks = random_walks(graph, cfg.walks_per_node, cfg.walk_length, config.seed, p=cfg.p, q=cfg.q)
-    vectors = train_flow_embeddings(
-        np.ascontiguousarray(walks), dim=cfg.dim, window=cfg.window, negative=cfg.negative, epochs=cfg.epochs,
-        workers=cfg.workers, seed=config.seed,
-    )
-    table = flow_embedding_table(graph, vectors)
-    write_pandas(table, ctx.out(T_FLOW_EMBEDDINGS))
-    ctx.summary.update(regions=len(table), regions_with_flow=int(table["has_flow"].sum()), edges=len(od),
-                       walks=int(walks.shape[0]), dim=cfg.dim)
-    log.info("flow embeddings: %d regions, %d with flow, %d edges", len(table), int(table["has_flow"].sum()), len(od))
+    graph = FlowGraph.from_edges(edges["o"], edges["d"], edges["w"], nodes=region_ids(ctx))
+    del edges
+    out = ctx.out(T_FLOW_EMBEDDINGS)
+    corpus = _corpus_dir(out)
+    walks = spark_walk_corpus(ctx.spark, graph, str(corpus), cfg.walks_per_node, cfg.walk_length, config.seed,
+                              p=cfg.p, q=cfg.q, partitions=config.spark.shuffle_partitions)
+    with tempfile.TemporaryDirectory(prefix="flow-embeddings-") as tmp:
+        local = Path(tmp) / "walks.txt"
+        lines = concat_text_parts(corpus, local)
+        if lines != walks:
+            raise RuntimeError(f"walk corpus has {lines} lines, expected {walks}")
+        model = fit_word2vec(local, dim=cfg.dim, window=cfg.window, negative=cfg.negative, epochs=cfg.epochs,
+                             workers=cfg.workers, seed=config.seed)
+    remove_tree(corpus)
+    save_flow_model(model, out)
+    table = flow_embedding_table(graph, word_vectors(model))
+    write_pandas(table, out)
+    ctx.summary.update(regions=len(table), regions_with_flow=int(table["has_flow"].sum()), edges=graph.n_edges,
+                       walks=walks, dim=cfg.dim)
+    log.info("flow embeddings: %d regions, %d with flow, %d edges, %d walks", len(table),
+             int(table["has_flow"].sum()), graph.n_edges, walks)
 
 
 def run_poi(ctx: StageContext) -> None:
-    """Greedy tours + Doc2Vec over the POIs assigned to regions."""
-    from landuse.features.doc2vec import poi_embedding_table, train_poi_embeddings
-    from landuse.features.poi_tours import region_tours
+    """Greedy tours on the executors + Doc2Vec over the POIs assigned to regions."""
+    from landuse.features.doc2vec import doc_vectors, fit_doc2vec, poi_embedding_table, save_poi_model, untag_corpus
+    from landuse.features.poi_tours import BELOW_MIN_POIS, N_POIS, region_tours, tour_corpus
+    from landuse.storage import remove_tree
 
     config, cfg = ctx.config, ctx.config.embeddings.poi
     pois = read_table(ctx.spark, config, T_POI_REGIONS, "pois")
-    tours: pd.DataFrame = region_tours(pois, study_crs(config), cfg.level, config.seed, cfg.min_pois).toPandas()
-    vectors = train_poi_embeddings(
-        tours, dim=cfg.dim, window=cfg.window, epochs=cfg.epochs, workers=cfg.workers, seed=config.seed
-    )
-    table = poi_embedding_table(tours, vectors, region_ids=region_ids(ctx), dim=cfg.dim)
-    write_pandas(table, ctx.out(T_POI_EMBEDDINGS))
+    tours = region_tours(pois, study_crs(config), cfg.level, config.seed, cfg.min_pois)
+    out = ctx.out(T_POI_EMBEDDINGS)
+    corpus = _corpus_dir(out)
+    tour_corpus(tours).write.mode("overwrite").option("compression", "none").text(str(corpus))
+    with tempfile.TemporaryDirectory(prefix="poi-embeddings-") as tmp:
+        local = Path(tmp) / "tours.txt"
+        ids, n_tokens = untag_corpus(corpus, local)  # O(regions): the region of each line
+        if ids.size:
+            model = fit_doc2vec(local, dim=cfg.dim, window=cfg.window, epochs=cfg.epochs, workers=cfg.workers,
+                                seed=config.seed)
+    remove_tree(corpus)
+    if ids.size:
+        vectors = doc_vectors(model, ids)
+        save_poi_model(model, ids, out)
+    else:
+        vectors = pd.DataFrame({REGION_ID: pd.Series([], dtype="int64"), "vector": pd.Series([], dtype=object)})
+    # A tour has one token per POI, so the token count is the region's POI count.
+    regions = pd.DataFrame({REGION_ID: ids, N_POIS: n_tokens.astype(np.int32), BELOW_MIN_POIS: n_tokens < cfg.min_pois})
+    table = poi_embedding_table(regions, vectors, region_ids=region_ids(ctx), dim=cfg.dim)
+    write_pandas(table, out)
     ctx.summary.update(regions=len(table), regions_with_pois=int(table["has_pois"].sum()),
                        regions_below_min_pois=int(table["below_min_pois"].sum()), dim=cfg.dim, level=cfg.level)
     log.info("poi embeddings: %d regions, %d with POIs", len(table), int(table["has_pois"].sum()))
@@ -92,6 +154,7 @@ FLOW_STAGE = Stage(
     config_keys=("seed", "embeddings.flow"),
     upstream=("regions", "flows"),
     enabled=lambda config: bool(config.inputs.trips),
+    version="2",  # walks on the executors (per-walk seeded streams), model saved under _model/
 )
 
 POI_STAGE = Stage(
@@ -102,4 +165,5 @@ POI_STAGE = Stage(
     config_keys=("seed", "study", "embeddings.poi"),
     upstream=("regions", "pois"),
     enabled=lambda config: config.inputs.pois is not None,
+    version="2",  # tours corpus on the executors, Doc2Vec corpus_file mode, model saved under _model/
 )

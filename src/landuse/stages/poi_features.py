@@ -46,6 +46,8 @@ def run(ctx: StageContext) -> None:
     ids = regions[REGION_ID].to_numpy(np.int64)
     poi_regions = read_table(ctx.spark, config, T_POI_REGIONS, "pois")
     levels = sorted(set(cfg.levels) | ({cfg.text_level} if cfg.text else set()))
+    # Collected aggregate: one row per (region, token) present, so at most min(POIs, regions × distinct
+    # tokens at the level) rows — per region and category, never per POI; the sparse counts come from it.
     counts = {lv: level_token_counts(poi_regions, lv).toPandas() for lv in levels}
     matrices = {lv: count_matrix(counts[lv], ids, cfg.max_tokens) for lv in levels}
     has = np.asarray(matrices[levels[0]][0].sum(axis=1)).ravel() > 0
