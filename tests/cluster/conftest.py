@@ -155,6 +155,13 @@ class StandaloneCluster:
         self._wait(f"{workers} ALIVE workers", lambda: len(self.alive_workers()) >= workers)
         return self
 
+    def drop_fetched_jars(self) -> None:
+        """Delete the jars executors fetched into their directories (``--jars``: ~370 MB per executor,
+        mostly the AWS SDK bundle); their logs stay."""
+        for work_dir in self.work_dirs:
+            for jar in work_dir.glob("app-*/*/*.jar"):
+                jar.unlink(missing_ok=True)
+
     def stop(self) -> None:
         """Stop workers (and the executors they launched), then the master; SIGKILL what lingers."""
         for daemon in reversed(self.daemons):
@@ -203,6 +210,7 @@ def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
         yield cluster
     finally:
         cluster.stop()
+        cluster.drop_fetched_jars()
         print(f"\nstandalone cluster logs kept under {cluster.root / 'logs'} (worker dirs {cluster.root}/worker-*)")
 
 

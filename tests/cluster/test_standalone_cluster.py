@@ -87,8 +87,9 @@ def jars() -> list[str]:
 
 
 def submit(master: str, script: Path | str, args: list[str], *, py_files: Path, logs: Path,
-           conf: dict[str, str] | None = None, env: dict[str, str] | None = None) -> Submitted:
-    """``spark-submit --master MASTER`` from the repository root, logs and event log under ``logs``."""
+           conf: dict[str, str] | None = None, env: dict[str, str] | None = None, with_jars: bool = True) -> Submitted:
+    """``spark-submit --master MASTER [--jars jvm/jars/*.jar] --py-files ZIP SCRIPT ARGS`` from the
+    repository root; its output, command line and event log under ``logs``."""
     logs.mkdir(parents=True, exist_ok=True)
     event_dir = logs / "events"
     event_dir.mkdir(exist_ok=True)
@@ -105,7 +106,7 @@ def submit(master: str, script: Path | str, args: list[str], *, py_files: Path, 
         "spark.eventLog.dir": event_dir.as_uri(),
         **{f"spark.executorEnv.{k}": v for k, v in TELEMETRY.items()},
     }
-    jar_list = jars()
+    jar_list = jars() if with_jars else []
     if any(Path(j).name.startswith("sedona-spark") for j in jar_list):
         settings["spark.kryo.registrator"] = SEDONA_KRYO_REGISTRATOR  # docs/cluster.md: pass it with --jars
     if any(Path(j).name.startswith("delta-spark") for j in jar_list):
@@ -467,24 +468,28 @@ def cluster_work(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: py
     if request.param == "local":
         work = tmp_path / "cluster-work"  # both workers run on this machine: a local path is shared
         return ClusterWork(str(work), {str(work): ""}, {"": work}, [], {}, {}, lambda: None)
-    uri = f"s3a://{BUCKET}/cluster-{os.getpid()}-{int(time.time())}"
-    city = tmp_path / "city"  # the generator writes local files (synth.dir must be local)
-    # endpoint and addressing from the config's storage section, credentials from the environment
-    overrides = [f"work_dir={uri}", f"synth.dir={city}", "storage.endpoint_url=http://127.0.0.1:1",
-                 "storage.path_style=true", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
-    reason = s3a_unsupported(overrides)
+    prefix = f"cluster-{os.getpid()}-{int(time.time())}"
+    uri = f"s3a://{BUCKET}/{prefix}"
+    city, driver = tmp_path / "city", tmp_path / "driver"
+
+    def settings(endpoint: str) -> list[str]:
+        # the generator writes local files (synth.dir must be local); driver-side files go to
+        # storage.local_dir; endpoint and addressing come from the storage section, credentials
+        # from the environment (README "Tables and storage")
+        return [f"synth.dir={city}", f"storage.endpoint_url={endpoint}", "storage.path_style=true",
+                f"storage.local_dir={driver}"]
+
+    reason = s3a_unsupported([f"work_dir={uri}", *settings("http://127.0.0.1:9")])  # loading contacts nothing
     if reason:
         print(f"\nSKIP s3a: {reason}")
         pytest.skip(reason)
     if not any(Path(j).name.startswith("hadoop-aws") for j in jars()):
         pytest.skip("no hadoop-aws jar in jvm/jars (run `make jars`): Spark cannot open s3a://")
     s3: MotoS3 = request.getfixturevalue("moto_s3")
-    overrides[2] = f"storage.endpoint_url={s3.endpoint}"
-    prefix = uri.split(f"s3a://{BUCKET}/", 1)[1]
     mirror = tmp_path / "s3-mirror"
     # executors are launched by the workers, not by spark-submit: they get the credentials this way
     conf = {f"spark.executorEnv.{k}": v for k, v in s3.credentials_env().items()}
-    return ClusterWork(uri, {uri: "", str(city): "city"}, {"": mirror, "city": city}, overrides[1:], conf,
+    return ClusterWork(uri, {uri: "", str(city): "city"}, {"": mirror, "city": city}, settings(s3.endpoint), conf,
                        s3.credentials_env(), lambda: s3.download(BUCKET, prefix, mirror))
 
 
@@ -513,7 +518,7 @@ def test_executors_are_separate_jvms_on_both_workers(standalone_cluster: Standal
         "for row in rows: print('TASK', row)\n"
     )
     run = submit(standalone_cluster.master_url, probe, [], py_files=landuse_zip, logs=tmp_path / "logs",
-                 conf=EXECUTOR_CONF)
+                 conf=EXECUTOR_CONF, with_jars=False)  # pure Python: no jars to ship
     tasks = [json.loads(line.split(" ", 1)[1]) for line in run.stdout.splitlines() if line.startswith("TASK ")]
     driver = json.loads(next(line.split(" ", 1)[1] for line in run.stdout.splitlines() if line.startswith("DRIVER ")))
     assert len(tasks) == 16
