@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from landuse.data.augment import MultispectralAugment
-from landuse.data.patches import iter_patch_batches, load_patch_set, tiles_of_pixels, token_batch
+from landuse.data.patches import iter_patch_batches, load_patch_set, token_batch
 from landuse.models.encoders import MMGRModel, POISetEncoder, SmallCNN
 from landuse.training.image_embeddings import pool_regions, region_image_embeddings, write_image_embeddings
 from landuse.training.pretrain import PretrainSettings, latest_checkpoint, nt_xent, pretrain
@@ -157,8 +157,7 @@ def test_patch_stream_and_region_embeddings(tmp_path) -> None:
     assert written.num_rows == 4 and (out / "_manifest.json").is_file()
 
 
-def test_tiles_of_pixels_and_token_batch() -> None:
-    assert tiles_of_pixels(np.array([5, 17, -1]), np.array([3, 8, 0]), size=16, stride=16) == [[(0, 0)], [(1, 0)], []]
-    assert tiles_of_pixels(np.array([9]), np.array([0]), size=16, stride=8) == [[(0, 0), (1, 0)]]
+def test_token_batch() -> None:
+    # POIs -> tiles (the former tiles_of_pixels) is covered against Spark in test_patches_spark.py
     tokens, index = token_batch([[2, 3], [], [1]])
     assert tokens.tolist() == [2, 3, 1] and index.tolist() == [0, 0, 2]

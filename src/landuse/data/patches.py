@@ -4,8 +4,9 @@ The table has one row per (region, tile): the same tile appears once per region 
 :func:`iter_patch_batches` streams it in batches (pixels as ``[B, bands, size, size]``);
 :func:`load_patch_set` keeps each tile once (the pretraining sample set) plus the region
 memberships (region, tile, overlap, valid_fraction) that pooling needs. :func:`poi_tile_tokens`
-places POIs on the same global tile grid (lon/lat → raster CRS → pixel → tile) and gives every
-tile its list of category-token ids.
+places POIs on the same global tile grid (lon/lat → raster CRS → pixel → tile) with Spark on the
+executors and gives every tile its list of category-token ids; the driver receives only per-tile
+token counts (bounded by tiles × vocabulary), never the POIs.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from landuse.data.reader import _parquet_files, _quiet_petastorm
-from landuse.storage import local_copy, location, parquet_metadata, read_parquet
+from landuse.storage import local_copy, location, parquet_metadata
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 REGION_ID, TILE_ROW, TILE_COL = "region_id", "tile_row", "tile_col"
@@ -135,46 +140,114 @@ def load_patch_set(path: Path, batch_size: int = 256) -> PatchSet:
                     poi_tokens=[[] for _ in keys], vocabulary=[])
 
 
-def tiles_of_pixels(rows: np.ndarray, cols: np.ndarray, size: int, stride: int) -> list[list[tuple[int, int]]]:
-    """For each pixel (row, col), the global tiles containing it: tile t covers pixels t*stride .. t*stride+size-1."""
-    out = []
-    for r, c in zip(rows.tolist(), cols.tolist()):
-        if r < 0 or c < 0:
-            out.append([])
-            continue
-        trs = range(max(0, (r - size) // stride + 1), r // stride + 1)
-        tcs = range(max(0, (c - size) // stride + 1), c // stride + 1)
-        out.append([(tr, tc) for tr in trs for tc in tcs])
-    return out
+def pixel_tiles(df: "DataFrame", row: str, col: str, size: int, stride: int,
+                tile_row: str = TILE_ROW, tile_col: str = TILE_COL) -> "DataFrame":
+    """``df`` with one row per global tile containing its pixel (``row``, ``col``; integers), in Spark SQL.
+
+    Tile t covers pixels ``t*stride .. t*stride+size-1``, so pixel p lies in tiles
+    ``max(0, (p - size) // stride + 1) .. p // stride`` — several when ``stride < size`` (the small
+    range is exploded), none when it falls in the gap between tiles (``stride > size``). Rows with a
+    negative or NULL pixel are dropped. Adds ``tile_row``/``tile_col`` (bigint); pure SQL
+    arithmetic, it runs on the executors.
+    """
+    from pyspark.sql import functions as F
+
+    if size <= 0 or stride <= 0:
+        raise ValueError(f"tile size {size} and stride {stride} must be > 0")
+    size, stride = int(size), int(stride)
+    r, c = f"`{row}`", f"`{col}`"
+    work = {"r0": "__tile_r0", "r1": "__tile_r1", "c0": "__tile_c0", "c1": "__tile_c1"}
+
+    def first(p: str) -> str:  # max(0, (p - size) // stride + 1) for p >= 0 (p - size >= 0 in the ELSE)
+        return f"CASE WHEN {p} < {size} THEN CAST(0 AS BIGINT) ELSE CAST(({p} - {size}) div {stride} + 1 AS BIGINT) END"
+
+    out = df.where(f"{r} >= 0 AND {c} >= 0").select(
+        "*",
+        F.expr(first(r)).alias(work["r0"]), F.expr(f"CAST({r} div {stride} AS BIGINT)").alias(work["r1"]),
+        F.expr(first(c)).alias(work["c0"]), F.expr(f"CAST({c} div {stride} AS BIGINT)").alias(work["c1"]),
+    )
+    # sequence(a, b) counts down when a > b: an empty range (a pixel between tiles) must be dropped first
+    out = out.where(F.col(work["r0"]) <= F.col(work["r1"])).where(F.col(work["c0"]) <= F.col(work["c1"]))
+    out = out.withColumn(tile_row, F.explode(F.sequence(F.col(work["r0"]), F.col(work["r1"]))))
+    out = out.withColumn(tile_col, F.explode(F.sequence(F.col(work["c0"]), F.col(work["c1"]))))
+    return out.drop(*work.values())
 
 
-def poi_tile_tokens(pois: pd.DataFrame, raster_path: str, tiles: torch.Tensor, size: int, stride: int,
+def raster_grid(raster_path: str) -> tuple[str, tuple[float, float, float, float, float, float]]:
+    """The raster's CRS (WKT) and its *inverse* affine transform ``(a, b, c, d, e, f)``: map x/y -> col/row.
+
+    Read once on the driver with rasterio; these few values are all the executors need.
+    """
+    import rasterio
+
+    with rasterio.open(raster_path) as src:
+        inverse = ~src.transform
+        return src.crs.to_wkt(), tuple(float(v) for v in inverse[:6])  # type: ignore[return-value]
+
+
+_X, _Y, _TOKEN, _TILE = "__poi_x", "__poi_y", "__poi_token", "__tile"
+
+
+def poi_tile_tokens(pois: "DataFrame", raster_path: str, tiles: torch.Tensor, size: int, stride: int,
                     token_column: str, lon: str = "lon", lat: str = "lat") -> tuple[list[list[int]], list[str]]:
     """Per tile (rows of ``tiles`` [N, 2]), the token ids of the POIs inside it, and the vocabulary.
 
-    POIs' lon/lat (EPSG:4326) are transformed to the raster's CRS and to pixel row/col with the
-    raster's transform; a POI belongs to every tile (of the patch grid ``size`` / ``stride``)
-    containing its pixel. Tokens missing (null) are skipped; the vocabulary is sorted.
-    """
-    import pyproj
-    import rasterio
+    ``pois`` is a Spark DataFrame and stays on the executors: lon/lat (EPSG:4326) are projected to
+    the raster's CRS with pyproj inside ``mapInArrow`` (:func:`landuse.spatial.engines.project_points`),
+    then to pixel row/col with the raster's inverse affine transform (the same
+    ``x*a + y*b + c`` double arithmetic as rasterio's ``~transform @ (x, y)``) and ``floor``; each
+    pixel is expanded to every tile of the patch grid ``size`` / ``stride`` containing it
+    (:func:`pixel_tiles`); a join with the patch set's tile keys (a small broadcast DataFrame) keeps
+    the tiles that exist, and the POIs are counted per (tile, token).
 
-    frame = pois[[lon, lat, token_column]].dropna()
-    vocabulary = sorted(frame[token_column].astype(str).unique().tolist())
+    The driver collects only (a) the distinct tokens — at most the vocabulary — and (b) the per-tile
+    token counts — at most ``len(tiles) × len(vocabulary)`` rows — never a row per POI. Each tile's
+    list holds every POI's token id (a multiset, sorted by id; the POI-set encoder pools it order-
+    invariantly). POIs with a NULL/NaN lon, lat or token are skipped (and their tokens are not in the
+    vocabulary); the vocabulary is sorted.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    from landuse.spatial.engines import project_points
+
+    valid = (F.col(lon).isNotNull() & ~F.isnan(F.col(lon)) & F.col(lat).isNotNull() & ~F.isnan(F.col(lat))
+             & F.col(token_column).isNotNull())
+    frame = pois.select(F.col(lon).cast("double").alias(lon), F.col(lat).cast("double").alias(lat),
+                        F.col(token_column).cast("string").alias(_TOKEN)).where(valid)
+    # driver: the distinct tokens (bounded by the vocabulary size)
+    vocabulary = sorted(str(row[0]) for row in frame.select(_TOKEN).distinct().collect())
+    keys = tiles.reshape(-1, 2).tolist()
+    tokens: list[list[int]] = [[] for _ in keys]
+    if not keys or not vocabulary:
+        return tokens, vocabulary
+    crs, (a, b, c, d, e, f) = raster_grid(raster_path)
+    projected = project_points(frame, lon, lat, crs, _X, _Y)
+    x, y = F.col(_X), F.col(_Y)
+    col_f = x * F.lit(a) + y * F.lit(b) + F.lit(c)  # rasterio/affine: vx * sa + vy * sb + sc
+    row_f = x * F.lit(d) + y * F.lit(e) + F.lit(f)
+    # pixels past the last tile of the patch set cannot be in any of its tiles: dropped early, which
+    # also keeps floor() and the exploded tile ranges small
+    row_end = max(r for r, _ in keys) * stride + size
+    col_end = max(c for _, c in keys) * stride + size
+    located = projected.select(_TOKEN, row_f.alias("__row_f"), col_f.alias("__col_f")).where(
+        (F.col("__row_f") >= 0) & (F.col("__row_f") < row_end) & (F.col("__col_f") >= 0) & (F.col("__col_f") < col_end))
+    pixels = located.select(_TOKEN, F.floor("__row_f").alias("__row"), F.floor("__col_f").alias("__col"))
+    placed = pixel_tiles(pixels, "__row", "__col", size, stride)
+    spark = pois.sparkSession
+    key_schema = StructType([StructField(TILE_ROW, LongType(), False), StructField(TILE_COL, LongType(), False),
+                             StructField(_TILE, LongType(), False)])
+    tile_keys = spark.createDataFrame(pd.DataFrame({  # the patch set's tiles (already on the driver)
+        TILE_ROW: np.asarray([r for r, _ in keys], np.int64), TILE_COL: np.asarray([c for _, c in keys], np.int64),
+        _TILE: np.arange(len(keys), dtype=np.int64)}), key_schema)
+    counts = (placed.join(F.broadcast(tile_keys), [TILE_ROW, TILE_COL])
+              .groupBy(_TILE, _TOKEN).agg(F.count(F.lit(1)).alias("n")))
+    # driver: one row per (tile, token) present — at most len(tiles) × len(vocabulary), never per POI
     ids = {t: i for i, t in enumerate(vocabulary)}
-    with rasterio.open(raster_path) as src:
-        transformer = pyproj.Transformer.from_crs("EPSG:4326", src.crs, always_xy=True)
-        x, y = transformer.transform(frame[lon].to_numpy(), frame[lat].to_numpy())
-        inverse = ~src.transform
-        col_f, row_f = inverse @ (np.asarray(x), np.asarray(y))
-    rows, cols = np.floor(row_f).astype(np.int64), np.floor(col_f).astype(np.int64)
-    index = {(int(r), int(c)): i for i, (r, c) in enumerate(tiles.tolist())}
-    tokens: list[list[int]] = [[] for _ in range(len(index))]
-    for token, places in zip(frame[token_column].astype(str), tiles_of_pixels(rows, cols, size, stride)):
-        for place in places:
-            i = index.get(place)
-            if i is not None:
-                tokens[i].append(ids[token])
+    for row in counts.collect():
+        tokens[int(row[_TILE])].extend([ids[str(row[_TOKEN])]] * int(row["n"]))
+    for tile_tokens in tokens:
+        tile_tokens.sort()
     return tokens, vocabulary
 
 
@@ -185,13 +258,20 @@ def token_batch(poi_tokens: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torc
     return torch.tensor(flat, dtype=torch.long), torch.tensor(index, dtype=torch.long)
 
 
-def load_training_patches(tables_dir: Path, raster_path: str, level: int = 1, batch_size: int = 256) -> tuple[PatchSet, int, list[str]]:
+def load_training_patches(tables_dir: Path, raster_path: str, level: int = 1, batch_size: int = 256,
+                          spark: "SparkSession | None" = None) -> tuple[PatchSet, int, list[str]]:
     """``image_patches`` + ``poi_regions`` of a work dir -> (PatchSet with POI tokens, stride, band roles).
 
     Tokens are category codes at ``level`` (1..3), falling back to coarser levels where missing.
-    The tile grid (size, stride) and band roles come from the patch table's manifest.
+    The tile grid (size, stride) and band roles come from the patch table's manifest. The POIs are
+    read and placed on tiles with Spark (:func:`poi_tile_tokens`): ``spark`` is the run's session
+    (default: the active one, else one built from a default config); only per-tile token counts
+    reach the driver.
     """
+    from pyspark.sql import functions as F
+
     from landuse.manifest import read_manifest
+    from landuse.spark.io import read_spark
 
     tables_dir = location(tables_dir) if isinstance(tables_dir, str) else tables_dir
     patches_dir = tables_dir / "image_patches"
@@ -205,14 +285,26 @@ def load_training_patches(tables_dir: Path, raster_path: str, level: int = 1, ba
     pois_dir = tables_dir / "poi_regions"
     if not pois_dir.is_dir():
         raise ValueError(f"table poi_regions not found at {pois_dir}: run `landuse run pois` first")
-    columns = ["lon", "lat"] + [f"cat_l{i}" for i in range(1, level + 1)]
-    pois = read_parquet(pois_dir, columns=columns).to_pandas()
-    token = pois[f"cat_l{level}"]
-    for coarser in range(level - 1, 0, -1):
-        token = token.fillna(pois[f"cat_l{coarser}"])
-    pois = pois.assign(token=token)
+    pois = read_spark(_session(spark), pois_dir)
+    token = F.coalesce(*[F.col(f"cat_l{i}") for i in range(level, 0, -1)])
+    pois = pois.select("lon", "lat", token.alias("token"))
     patch_set.poi_tokens, patch_set.vocabulary = poi_tile_tokens(pois, raster_path, patch_set.tiles, size, stride, "token")
     with_pois = sum(1 for t in patch_set.poi_tokens if t)
     log.info("patches: %d tiles (%d with POIs), %d bands, %d px, stride %d, %d tokens",
              len(patch_set), with_pois, patch_set.bands, size, stride, len(patch_set.vocabulary))
     return patch_set, stride, roles
+
+
+def _session(spark: "SparkSession | None") -> "SparkSession":
+    """``spark``, else the active session, else one built from a default config (local callers)."""
+    if spark is not None:
+        return spark
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    from landuse.config import Config
+    from landuse.spark.session import build_session
+
+    return build_session(Config(name="patches"))

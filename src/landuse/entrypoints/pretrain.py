@@ -1,10 +1,12 @@
 """``landuse run pretrain``: MMGR-style encoder pretraining and H_img from the encoder (``image_embeddings``).
 
 Reads ``image_patches`` (imagery stage, ``embeddings.image.patches``) and ``poi_regions`` (pois
-stage); pretrains an image encoder with intra- (two augmentations) and inter-modal (tile vs. its
-POI set) NT-Xent, or loads an external checkpoint (``--external`` + ``--band-map``); then encodes
-every tile and pools per region weighted by overlap × valid fraction into ``tables/image_embeddings``
-(the columns of ``image_features``). Settings are flags (defaults in parentheses); the run is
+stage; with Spark: the POIs are placed on tiles on the executors and only per-tile token counts
+reach the driver, see :func:`landuse.data.patches.poi_tile_tokens`); pretrains an image encoder
+with intra- (two augmentations) and inter-modal (tile vs. its POI set) NT-Xent, or loads an
+external checkpoint (``--external`` + ``--band-map``); then encodes every tile and pools per region
+weighted by overlap × valid fraction into ``tables/image_embeddings`` (the columns of
+``image_features``). Settings are flags (defaults in parentheses); the run is
 tracked in MLflow and resumes from the latest checkpoint in ``--checkpoint-dir``.
 """
 
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         from landuse.data.augment import MultispectralAugment
         from landuse.data.patches import load_training_patches
         from landuse.models.encoders import MMGRModel, POISetEncoder, load_external_encoder, make_encoder
+        from landuse.spark.session import build_session
         from landuse.training.image_embeddings import T_IMAGE_EMBEDDINGS, region_image_embeddings, write_image_embeddings
         from landuse.training.pretrain import PretrainSettings, pretrain
 
@@ -90,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(seed)
         level = args.poi_level or config.embeddings.poi.level
         start = time.time()
+        spark = build_session(config)  # the POIs are placed on tiles by Spark (only per-tile counts are collected)
         try:
-            patches, stride, roles = load_training_patches(config.tables_dir, str(config.inputs.imagery.path), level)
+            patches, stride, roles = load_training_patches(config.tables_dir, str(config.inputs.imagery.path), level,
+                                                           spark=spark)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else config.driver_dir / "checkpoints" / "pretrain"
