@@ -195,6 +195,16 @@ def resolve_table_format(spark: "SparkSession", requested: str) -> str:
             "storage.format=delta but Delta Lake's JVM classes are not on the classpath: run `make jars`, "
             "or pass delta-spark_2.12 and delta-storage with spark-submit --jars, or set storage.format=auto"
         )
+    # Delta writes need its SQL extension and catalog, static settings a running session cannot
+    # take: local sessions get them from build_session, spark-submit users pass them (docs/cluster.md).
+    configured = DELTA_SQL_EXTENSION in (spark.conf.get("spark.sql.extensions", "") or "")
+    if version and not configured:
+        fix = (f"--conf spark.sql.extensions={DELTA_SQL_EXTENSION} "
+               f"--conf spark.sql.catalog.spark_catalog={DELTA_CATALOG}")
+        if requested == "delta":
+            raise SessionError(f"storage.format=delta but Delta's SQL extension is not configured: add {fix}")
+        log.info("Delta Lake jars present but its SQL extension is not configured (%s): Parquet tables", fix)
+        return "parquet"
     return f"delta-{version}" if version else "parquet"
 
 
