@@ -1,24 +1,27 @@
-"""Benchmark: assign N points to 10k irregular polygons — builtin engine (Spark local) vs GeoPandas.
+"""Benchmark: assign N points to 10k irregular polygons — builtin vs Sedona engines (Spark local) vs GeoPandas.
 
 Generates Voronoi regions around clustered seeds and N points (uniform over a slightly larger
 extent, so some fall outside every region, plus clusters, plus a few points placed exactly on
 polygon vertices to exercise the shared-boundary rule), written to Parquet in chunks. Then, in this
-one process:
+one process and on the same points:
 
-1. builtin (timed): ``spark.read.parquet`` → ``BuiltinJoinEngine.assign_points`` → points per
-   region (``groupBy().count()``; only the ≤10k counts reach the driver, never the points);
+1. each Spark engine (timed): ``spark.read.parquet`` → ``assign_points`` → points per region
+   (``groupBy().count()``; only the ≤10k counts reach the driver, never the points) — the builtin
+   engine, and the Sedona engine when its jars are on the classpath (``make jars``);
 2. GeoPandas (timed): per Parquet file, ``points_from_xy`` + ``sjoin(predicate="intersects")`` +
    the same smallest-region_id rule, on the same points (all of them, file by file);
-3. verification (untimed): the builtin engine writes per-point assignments with Spark, which are
-   compared with GeoPandas' in a Spark join on point_id, counting differences.
+3. verification (untimed): each engine writes its per-point assignments with Spark, which are
+   compared with GeoPandas' in a Spark join on point_id, counting differences per engine.
 
-Before the timed builtin runs, an untimed warm-up on separately generated points starts the Python
-workers and warms the JVM's JIT. Each side runs ``--repeats`` times (fresh builtin engine and index
-each time) and the median is reported. Prints both throughputs (points/s, wall clock), their ratio, the
-driver's peak RSS at the end of the builtin phase (the GeoPandas phase runs afterwards), the JVM's
-peak RSS during the builtin phase, the number of differing assignments, the CPU seconds of each
-side (the machine may be shared: ``load1`` is the 1-minute load average before the timed run) and
-ends with one ``key=value`` line.
+Before the timed runs, an untimed warm-up on separately generated points starts the Python workers
+and warms the JVM's JIT for each engine. Each side runs ``--repeats`` times (a fresh engine, and so
+a fresh region index, each time) and the median is reported. Prints the throughputs (points/s,
+wall clock), their ratios (``builtin_vs_geopandas``, ``sedona_vs_geopandas``, ``sedona_vs_builtin``:
+each the first's throughput over the second's), the driver's peak RSS at the end of the Spark
+phase (the GeoPandas phase runs afterwards), the JVM's peak RSS during it, the number of
+assignments differing from GeoPandas per engine, the CPU seconds of each side (the machine may be
+shared: ``load1`` is the 1-minute load average before the timed runs) and ends with one
+``key=value`` line.
 
     .venv/bin/python benchmarks/spatial_join.py --points 1000000
 """
@@ -48,8 +51,14 @@ import pyarrow.parquet as pq  # noqa: E402
 import shapely  # noqa: E402
 
 from landuse.config import Config, SparkConfig, SpatialConfig  # noqa: E402
-from landuse.spark.session import build_session  # noqa: E402
-from landuse.spatial.engines import BuiltinJoinEngine  # noqa: E402
+from landuse.spark.session import build_session, session_engine  # noqa: E402
+from landuse.spatial.engines import (  # noqa: E402
+    ENGINE_BUILTIN,
+    ENGINE_SEDONA,
+    BuiltinJoinEngine,
+    SedonaJoinEngine,
+    SpatialJoinEngine,
+)
 from landuse.spatial.regions import regions_from_geodataframe, to_spark, voronoi_regions  # noqa: E402
 
 if TYPE_CHECKING:
@@ -190,44 +199,58 @@ def geopandas_assign(regions: gpd.GeoDataFrame, points_dir: Path, out_dir: Path 
 
 
 @dataclass
-class BuiltinRun:
+class EngineRun:
     seconds: float
     cpu_s: float
-    index_s: float
+    prepare_s: float  # building (and broadcasting) the engine's region side, on the driver
     counts: dict[int | None, int]
 
 
-def time_builtin(spark: "SparkSession", regions_df: "DataFrame", points_dir: Path, cells_per_region: int) -> BuiltinRun:
-    """One timed builtin run with a fresh engine (so it builds and broadcasts its own index)."""
-    engine = BuiltinJoinEngine(cells_per_region=cells_per_region)
+def make(name: str, cells_per_region: int) -> SpatialJoinEngine:
+    """A fresh engine called ``name`` (so it builds its own region index)."""
+    return BuiltinJoinEngine(cells_per_region=cells_per_region) if name == ENGINE_BUILTIN else SedonaJoinEngine()
+
+
+def prepare(engine: SpatialJoinEngine, regions_df: "DataFrame") -> None:
+    """Build the engine's region side now (assign_points would do it), to time it apart."""
+    if isinstance(engine, BuiltinJoinEngine):
+        engine.broadcast_index(regions_df)
+    elif isinstance(engine, SedonaJoinEngine):
+        engine.region_side(regions_df)
+
+
+def time_engine(
+    spark: "SparkSession", name: str, regions_df: "DataFrame", points_dir: Path, cells_per_region: int
+) -> EngineRun:
+    """One timed run of engine ``name``: read the points, assign them, count points per region."""
+    engine = make(name, cells_per_region)
     started, started_cpu = time.perf_counter(), process_tree_cpu_s()
-    engine.broadcast_index(regions_df)  # assign_points would do it; timed apart for the report
-    index_s = time.perf_counter() - started
+    prepare(engine, regions_df)
+    prepare_s = time.perf_counter() - started
     points = spark.read.parquet(str(points_dir))
     # Only the region per point is needed to count points per region.
     assigned = engine.assign_points(points, regions_df, "x", "y", "region_id", keep_columns=[])
     counts = {r["region_id"]: r["count"] for r in assigned.groupBy("region_id").count().collect()}
-    return BuiltinRun(time.perf_counter() - started, process_tree_cpu_s() - started_cpu, index_s, counts)
+    return EngineRun(time.perf_counter() - started, process_tree_cpu_s() - started_cpu, prepare_s, counts)
 
 
 def verify(
-    spark: "SparkSession", regions_df: "DataFrame", points_dir: Path, gp_out: Path, builtin_out: Path,
+    spark: "SparkSession", name: str, regions_df: "DataFrame", points_dir: Path, gp_out: Path, out: Path,
     counts: dict[int | None, int],
 ) -> tuple[int, int]:
-    """(differing assignments, unassigned points): builtin per-point assignments written by Spark and
-    compared with GeoPandas' in a Spark join on point_id — nothing about the points reaches the driver."""
-    shutil.rmtree(builtin_out, ignore_errors=True)
-    engine = BuiltinJoinEngine()
+    """(assignments differing from GeoPandas', unassigned points) for engine ``name``: its per-point
+    assignments written by Spark and compared with GeoPandas' in a Spark join on point_id — nothing
+    about the points reaches the driver."""
+    shutil.rmtree(out, ignore_errors=True)
+    engine = make(name, BuiltinJoinEngine().cells_per_region)
     points = spark.read.parquet(str(points_dir))
-    engine.assign_points(points, regions_df, "x", "y", "region_id", keep_columns=["point_id"]).write.parquet(
-        str(builtin_out)
-    )
-    a = spark.read.parquet(str(builtin_out)).withColumnRenamed("region_id", "a")
+    engine.assign_points(points, regions_df, "x", "y", "region_id", keep_columns=["point_id"]).write.parquet(str(out))
+    a = spark.read.parquet(str(out)).withColumnRenamed("region_id", "a")
     b = spark.read.parquet(str(gp_out)).withColumnRenamed("region_id", "b")
     joined = a.join(b, "point_id", "full_outer")
     mismatches = joined.where(~joined["a"].eqNullSafe(joined["b"])).count()
     if {r["a"]: r["count"] for r in a.groupBy("a").count().collect()} != counts:
-        raise SystemExit("the timed and the verification builtin runs disagree")
+        raise SystemExit(f"the timed and the verification {name} runs disagree")
     return mismatches, a.where(a["a"].isNull()).count()
 
 
@@ -263,45 +286,57 @@ def main(argv: list[str] | None = None) -> int:
             driver_memory="2g",
             arrow_batch_size=args.arrow_batch,
         ),
-        spatial=SpatialConfig(engine="builtin"),
+        spatial=SpatialConfig(engine="auto"),  # Sedona registered when its jars are on the classpath
     )
     spark = build_session(config)
+    engines = [ENGINE_BUILTIN] + ([ENGINE_SEDONA] if session_engine(spark) == ENGINE_SEDONA else [])
+    if ENGINE_SEDONA not in engines:
+        print("Sedona is not on the classpath (run `make jars`): timing the builtin engine and GeoPandas only")
     regions_df = to_spark(spark, regions).cache()
     regions_df.count()
 
-    # Warm-up (untimed; two passes over separately generated points, each with its own engine and
-    # index): starts both Python workers and lets the JVM compile its hot paths, as GeoPandas runs
-    # in an already warm interpreter.
+    # Warm-up (untimed; two passes per engine over separately generated points, each with its own
+    # engine and index): starts the Python workers and lets the JVM compile its hot paths, as
+    # GeoPandas runs in an already warm interpreter.
     warm_rng = np.random.default_rng(args.seed + 1)
     warm_dir = work / "warmup"
     shutil.rmtree(warm_dir, ignore_errors=True)
     write_points(min(args.points, 1_000_000), warm_rng, centres, regions, warm_dir)
-    for _ in range(2):
-        time_builtin(spark, regions_df, warm_dir, args.cells_per_region)
+    for name in engines:
+        for _ in range(2):
+            time_engine(spark, name, regions_df, warm_dir, args.cells_per_region)
 
     load_before = os.getloadavg()[0]
     rss_before = driver_peak_rss_mb()  # after data generation, session start and warm-up
-    runs = []
+    runs: dict[str, list[EngineRun]] = {name: [] for name in engines}
     with ProcessMonitor() as monitor:
         for _ in range(args.repeats):
-            runs.append(time_builtin(spark, regions_df, points_dir, args.cells_per_region))
+            for name in engines:  # interleaved: a load change on a shared machine hits both alike
+                runs[name].append(time_engine(spark, name, regions_df, points_dir, args.cells_per_region))
     driver_rss = driver_peak_rss_mb()  # before any GeoPandas work in this process
     jvm_rss = monitor.jvm_peak_bytes / 2**20
-    for run in runs:
-        if sum(run.counts.values()) != args.points:
-            raise SystemExit(f"builtin engine returned {sum(run.counts.values())} rows for {args.points} points")
-        print(
-            f"builtin: {run.seconds:.2f}s  {args.points / run.seconds:,.0f} points/s  (Spark local[2]: read Parquet, "
-            f"assign, count per region; {run.index_s:.2f}s of it building + broadcasting the region index); "
-            f"{run.cpu_s:.1f} CPU-s (driver + JVM + Python workers)"
-        )
+    median: dict[str, EngineRun] = {}
+    for name in engines:
+        for run in runs[name]:
+            if sum(run.counts.values()) != args.points:
+                raise SystemExit(f"{name} engine returned {sum(run.counts.values())} rows for {args.points} points")
+            print(
+                f"{name}: {run.seconds:.2f}s  {args.points / run.seconds:,.0f} points/s  (Spark local[2]: read "
+                f"Parquet, assign, count per region; {run.prepare_s:.2f}s of it preparing the region side on the "
+                f"driver); {run.cpu_s:.1f} CPU-s (driver + JVM + Python workers)"
+            )
+        median[name] = sorted(runs[name], key=lambda r: r.seconds)[len(runs[name]) // 2]
+    if ENGINE_SEDONA in median and median[ENGINE_SEDONA].counts != median[ENGINE_BUILTIN].counts:
+        raise SystemExit("the builtin and Sedona engines give different points-per-region counts")
     print(
-        f"driver peak RSS: {rss_before:.0f} MB before the timed builtin runs, {driver_rss:.0f} MB after them; "
+        f"driver peak RSS: {rss_before:.0f} MB before the timed Spark runs, {driver_rss:.0f} MB after them; "
         f"JVM peak RSS during them: {jvm_rss:.0f} MB"
     )
-    builtin = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]  # the median run
-    builtin_rate = args.points / builtin.seconds
-    result: dict[str, object] = {"points": args.points, "regions": len(regions), "builtin_pts_per_s": round(builtin_rate)}
+    rate = {name: args.points / run.seconds for name, run in median.items()}
+    result: dict[str, object] = {"points": args.points, "regions": len(regions)}
+    result.update({f"{name}_pts_per_s": round(r) for name, r in rate.items()})
+    if ENGINE_SEDONA in rate:
+        result["sedona_vs_builtin"] = round(rate[ENGINE_SEDONA] / rate[ENGINE_BUILTIN], 2)
 
     if not args.skip_geopandas:
         gp_out = work / "assigned_geopandas"
@@ -314,21 +349,23 @@ def main(argv: list[str] | None = None) -> int:
             )
         gp_s, gp_cpu = sorted(gp_runs)[len(gp_runs) // 2]
         gp_rate = args.points / gp_s
-        mismatches, unassigned = verify(spark, regions_df, points_dir, gp_out, work / "assigned_builtin", builtin.counts)
-        print(f"rows out: {args.points}  outside every region (NULL): {unassigned}  differing assignments: {mismatches}")
-        result.update(
-            geopandas_pts_per_s=round(gp_rate),
-            ratio=round(builtin_rate / gp_rate, 2),
-            mismatches=mismatches,
-            builtin_cpu_s=round(builtin.cpu_s, 1),
-            geopandas_cpu_s=round(gp_cpu, 1),
-            cpu_ratio=round(gp_cpu / builtin.cpu_s, 2),
-        )
+        result["geopandas_pts_per_s"] = round(gp_rate)
+        for name in engines:
+            mismatches, unassigned = verify(
+                spark, name, regions_df, points_dir, gp_out, work / f"assigned_{name}", median[name].counts
+            )
+            print(f"{name}: rows out {args.points}, outside every region (NULL) {unassigned}, "
+                  f"differing from GeoPandas {mismatches}")
+            result[f"{name}_vs_geopandas"] = round(rate[name] / gp_rate, 2)
+            result[f"{name}_mismatches"] = mismatches
+        for name in engines:
+            result[f"{name}_cpu_s"] = round(median[name].cpu_s, 1)
+        result["geopandas_cpu_s"] = round(gp_cpu, 1)
     result.update(
         driver_peak_rss_mb=round(driver_rss),
         driver_rss_before_timed_mb=round(rss_before),
         jvm_peak_rss_mb=round(jvm_rss),
-        index_s=round(builtin.index_s, 2),
+        **{f"{name}_prepare_s": round(median[name].prepare_s, 2) for name in engines},
         repeats=args.repeats,
         load1=round(load_before, 1),
     )

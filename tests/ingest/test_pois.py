@@ -147,7 +147,7 @@ def test_osm_csv_and_geojson(spark, tmp_path):
         assert poi[2] == pytest.approx(point.x, abs=1e-9) and poi[3] == pytest.approx(point.y, abs=1e-9)
     assert rejects == {}
     parquet = tmp_path / "osm.parquet"
-    gdf.to_parquet(parquet)  # GeoParquet: read through GeoPandas like any vector file
+    gdf.to_parquet(parquet)  # GeoParquet: GeoPandas on the driver, or Spark on the executors with Sedona
     from_parquet, _ = collect(read_pois(spark, SourceConfig("osm_pois", parquet, {}), name="osm"), "osm_id")
     assert from_parquet == pois
 
@@ -183,3 +183,58 @@ def test_poi_errors(spark, tmp_path):
     gpd.GeoDataFrame({"osm_id": [1], "fclass": ["a"]}, geometry=[Point(1, 2)]).to_file(shp_dir / "p.shp")
     with pytest.raises(IngestError, match=r"p\.shp: no CRS in the file .*set option crs, e.g. EPSG:4326"):
         read_pois(spark, SourceConfig("osm_pois", shp_dir / "p.shp", {}))
+
+
+@pytest.mark.sedona
+def test_geoparquet_is_read_by_spark_with_sedona(spark, tmp_path, monkeypatch):
+    """With Sedona, GeoParquet POIs are scanned by Spark (no driver-side table) and give the driver path's POIs."""
+    import geopandas as gpd
+    from shapely.geometry import LineString, MultiPolygon, Point, box
+
+    import landuse.ingest.pois as pois_module
+    from tests.spatial.helpers import executed_plan, require_sedona
+
+    require_sedona(spark)
+    gdf = gpd.GeoDataFrame(
+        {
+            "osm_id": [30, 31, 32, 33, 34, 35, 36],
+            "fclass": ["school", "park", "river", "cafe", "bar", "shop", "pub"],
+            "height": [1.5, None, 2.0, 3.0, 4.0, 5.0, 6.0],
+        },
+        geometry=[  # UTM 50N metres around (114.05 E, 22.54 N), inside SHENZHEN
+            Point(196_569.478693534, 2_495_595.510243887),
+            box(196_000, 2_495_000, 196_100, 2_495_100),
+            LineString([(197_000, 2_496_000), (197_300, 2_496_050)]),
+            None,
+            Point(),
+            MultiPolygon([box(198_000, 2_497_000, 198_050, 2_497_010), box(198_100, 2_497_000, 198_200, 2_497_100)]),
+            Point(1.0, 1.0),  # (112.5 E, 0 N): outside SHENZHEN
+        ],
+        crs="EPSG:32650",
+    )
+    single = tmp_path / "pois.parquet"
+    gdf.to_parquet(single)
+    parts = tmp_path / "parts.parquet"
+    parts.mkdir()
+    gdf.iloc[:4].to_parquet(parts / "part-0.parquet")
+    gdf.iloc[4:].to_parquet(parts / "part-1.parquet")
+
+    def read(path, options=None):
+        return read_pois(spark, SourceConfig("osm_pois", path, options or {}), SHENZHEN, name="osm")
+
+    on_executors = {path: read(path) for path in (single, parts)}
+    plan = executed_plan(on_executors[single].raw)
+    assert "geoparquet" in plan.lower() and "LocalTableScan" not in plan and "ExistingRDD" not in plan, plan
+    monkeypatch.setattr(pois_module, "_sedona_registered", lambda _spark: False)
+    for path, result in on_executors.items():
+        pois, rejects = collect(result, "osm_id")
+        assert (pois, rejects) == collect(read(path), "osm_id"), path  # the driver path, bit for bit
+        assert [p[1] for p in pois] == ["30", "31", "32", "35"]
+        assert rejects == {"33": "null_coordinates", "34": "null_coordinates", "36": "outside_extent"}
+    monkeypatch.undo()
+
+    no_crs = tmp_path / "no_crs.parquet"
+    gdf.set_crs(None, allow_override=True).to_parquet(no_crs)
+    with pytest.raises(IngestError, match=r"no_crs\.parquet: no CRS in the file .*set option crs"):
+        read(no_crs)
+    assert collect(read(no_crs, {"crs": "EPSG:32650"}), "osm_id") == collect(on_executors[single], "osm_id")

@@ -27,28 +27,43 @@ def test_local_session_settings(spark) -> None:
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
 
 
-def test_engine_resolution_without_sedona(spark) -> None:
-    if sedona_available(spark):
-        pytest.skip("Sedona jars are on the classpath; the no-Sedona path is not reachable here")
-    assert spark.conf.get(ENGINE_CONF_KEY) == "builtin"
+def test_engine_resolution_without_sedona(spark, monkeypatch) -> None:
+    """The no-Sedona path, reached on any session by making Sedona's classes look absent."""
+    from landuse.spark import session
+
+    assert spark.conf.get(ENGINE_CONF_KEY) == ("sedona" if sedona_available(spark) else "builtin")
+    monkeypatch.setattr(session, "sedona_available", lambda _spark: False)
     assert resolve_engine(spark, "auto") == "builtin"
     assert resolve_engine(spark, "builtin") == "builtin"
-    with pytest.raises(SessionError, match="spatial.engine=sedona but Sedona's JVM classes are not on the classpath"):
+    with pytest.raises(
+        SessionError,
+        match=r"spatial.engine=sedona but Sedona's JVM classes are not on the classpath: .*run `make jars`",
+    ):
         resolve_engine(spark, "sedona")
 
 
 def test_builder_joins_the_active_session(spark, tmp_path) -> None:
     config = Config(name="again", work_dir=tmp_path, spark=SparkConfig(shuffle_partitions=2), spatial=SpatialConfig("builtin"))
-    again = build_session(config)
-    assert again.sparkContext is spark.sparkContext
-    assert again.conf.get(ENGINE_CONF_KEY) == "builtin"
+    before = spark.conf.get(ENGINE_CONF_KEY)
+    try:
+        again = build_session(config)
+        assert again.sparkContext is spark.sparkContext
+        assert again.conf.get(ENGINE_CONF_KEY) == "builtin"
+    finally:
+        # The session is shared by the whole test run: later tests must see the engine it resolved.
+        spark.conf.set(ENGINE_CONF_KEY, before)
 
 
 @pytest.mark.sedona
 def test_sedona_registration(spark) -> None:
-    if not os.environ.get("SEDONA_JARS") or not sedona_available(spark):
-        pytest.skip("needs Sedona jars: set SEDONA_JARS to local sedona-spark-shaded-3.5 + geotools-wrapper jar paths")
+    """With the jars of jvm/jars (``make jars``) the tests' session resolves the Sedona engine."""
+    from landuse.spark.session import session_engine
+    from tests.spatial.helpers import require_sedona
+
+    require_sedona(spark)
+    assert session_engine(spark) == "sedona"
     assert resolve_engine(spark, "auto") == "sedona"
+    assert resolve_engine(spark, "sedona") == "sedona"
     assert spark.sql("SELECT ST_AsText(ST_Point(1.0, 2.0)) AS wkt").first()["wkt"] == "POINT (1 2)"
 
 

@@ -26,3 +26,37 @@ def probe_points(regions: gpd.GeoDataFrame, n_random: int, seed: int) -> tuple[n
     vertices = np.unique(shapely.get_coordinates(np.asarray(regions.geometry.values, dtype=object)), axis=0)
     xy = np.vstack([xy, vertices])
     return xy[:, 0].copy(), xy[:, 1].copy()
+
+
+def require_sedona(spark) -> None:
+    """Return when Sedona is registered on ``spark``; skip (with the reason) only when no Sedona jar is installed.
+
+    With the jars in ``jvm/jars`` (``make jars``) the tests' session resolves the Sedona engine, so a
+    session without it is a failure, not a skip.
+    """
+    from pathlib import Path
+
+    import pytest
+
+    from landuse.spark.session import REPO_JARS_DIR, local_jars, sedona_available
+
+    if sedona_available(spark):
+        return
+    jars = [j for j in local_jars() if Path(j).name.startswith("sedona-spark")]
+    if not jars:
+        pytest.skip(f"no Sedona jar among the local jars ({REPO_JARS_DIR} or $LANDUSE_JARS_DIR / $SEDONA_JARS): "
+                    "run `make jars`")
+    pytest.fail(f"Sedona jars {jars} are installed but Sedona's classes are not loadable in the test session")
+
+
+def executed_plan(df) -> str:
+    """The physical plan Spark chose for ``df``, as text."""
+    return df._jdf.queryExecution().executedPlan().toString()
+
+
+def shuffles_or_aggregates(plan: str) -> list[str]:
+    """Plan lines that exchange rows between partitions (other than a broadcast) or aggregate them."""
+    return [
+        line.strip() for line in plan.splitlines()
+        if ("Exchange" in line and "BroadcastExchange" not in line) or "Aggregate" in line
+    ]

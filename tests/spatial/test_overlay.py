@@ -137,3 +137,62 @@ def test_nyc_tract_landuse_onto_mh180(shared_data, mh180: gpd.GeoDataFrame) -> N
     assert out["coverage"].median() > 0.95
     # Manhattan is mostly residential and office/commercial by area
     assert out["lu_residential"].mean() > 0.2 and out["lu_mixed_comm_office"].mean() > 0.1
+
+
+def _relative_gap(a: np.ndarray, b: np.ndarray, floor: float) -> float:
+    """max |a - b| / max(|b|, floor): the relative difference, measured against ``floor`` where b is tiny."""
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), floor), initial=0.0))
+
+
+@pytest.mark.sedona
+@pytest.mark.parametrize(("profile", "scale"), [("shenzhen", "tiny"), ("london", "tiny")])
+def test_sedona_overlay_matches_builtin(spark, city_regions, city_landuse, profile: str, scale: str) -> None:
+    """Sedona (ST_Intersection/ST_Area on executors) vs shapely on the driver: same areas, shares, coverage.
+
+    Areas per (region, class) agree to 1e-6 relative; shares and coverage are fractions of a
+    region's total, so they are compared relative to 1 (a share left by cancellation, e.g. a
+    residual of 1e-14, has no meaningful relative error of its own).
+    """
+    from landuse.spatial.overlay import intersection_areas, sedona_weighted_areas
+    from tests.spatial.helpers import require_sedona
+
+    require_sedona(spark)
+    regions = city_regions(profile, scale)[["region_id", "geometry"]]
+    landuse = city_landuse(profile, scale).dropna(subset=["landuse_class"])
+    rng = np.random.default_rng(1)
+    landuse[["p0", "p1", "p2"]] = rng.dirichlet(np.ones(3), len(landuse))
+
+    region_geoms = np.asarray(regions.geometry.values, dtype=object)
+    landuse_geoms = np.asarray(landuse.geometry.values, dtype=object)
+    k = len(LANDUSE_CLASSES)
+    klass = pd.Categorical(landuse["landuse_class"], categories=LANDUSE_CLASSES).codes
+    r, t, areas = intersection_areas(region_geoms, landuse_geoms)
+    on_driver = np.bincount(r * k + klass[t], weights=areas, minlength=len(regions) * k).reshape(-1, k)
+    one_hot = np.eye(k)[klass]
+    on_executors = sedona_weighted_areas(spark, region_geoms, landuse_geoms, one_hot)
+    assert on_driver.sum() > 0.5 * shapely.area(region_geoms).sum()
+    assert _relative_gap(on_executors, on_driver, floor=1e-6) <= 1e-6  # m²
+
+    for residual in (False, True):
+        builtin = class_area_proportions(regions, landuse, non_construction_residual=residual)
+        sedona = class_area_proportions(regions, landuse, non_construction_residual=residual, spark=spark)
+        assert builtin["region_id"].tolist() == sedona["region_id"].tolist()
+        columns = [*LANDUSE_CLASSES, "coverage"]
+        assert _relative_gap(sedona[columns].to_numpy(), builtin[columns].to_numpy(), floor=1.0) <= 1e-6
+    builtin = areal_interpolation(regions, landuse, ["p0", "p1", "p2"])
+    sedona = areal_interpolation(regions, landuse, ["p0", "p1", "p2"], spark=spark)
+    columns = ["p0", "p1", "p2", "coverage"]
+    assert _relative_gap(sedona[columns].to_numpy(), builtin[columns].to_numpy(), floor=1.0) <= 1e-6
+
+
+@pytest.mark.sedona
+def test_sedona_overlay_hand_made(spark) -> None:
+    from tests.spatial.helpers import require_sedona
+
+    require_sedona(spark)
+    builtin = class_area_proportions(_regions(), _class_polygons())
+    sedona = class_area_proportions(_regions(), _class_polygons(), spark=spark)
+    pd.testing.assert_frame_equal(sedona, builtin, rtol=1e-9)
+    assert (sedona.set_index("region_id").loc[3] == 0).all()  # a region no polygon touches
+    empty = class_area_proportions(_regions(), _class_polygons().iloc[:0], spark=spark)
+    assert (empty.drop(columns="region_id") == 0).all().all()

@@ -14,6 +14,12 @@ in ``crs``), ``x_column`` + ``y_column`` (the same, named for projected coordina
 with ``crs: EPSG:32118``), ``geometry_column`` (WKT), ``crs``, ``category_columns`` (1–3 columns,
 coarse to fine). Without coordinate options, columns ``x``/``y`` are used when ``crs`` is set.
 
+Vector files (GeoPackage, GeoJSON, shapefile, GeoParquet) are read on the driver with GeoPandas,
+except GeoParquet when the session has Sedona registered: Spark then scans it on the executors
+(Sedona's ``geoparquet`` reader; the CRS comes from the file's metadata), so a large POI file never
+passes through the driver. Both give the same points: the geometry itself, or a point on the
+surface of area / line features.
+
 Ids: the ``id_column`` option, else the adapter's id column (``id``, ``osm_id``, ``ref_no``,
 ``PLACEID``). A file with neither gets row-number ids ``<file name>:<row>`` (data rows counted
 from 0 in file order, stable between runs) and a note in the ingest manifest. Ids must be unique:
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
+from landuse.constants import CRS_WGS84
 from landuse.ingest import validation as V
 from landuse.ingest.coords import check_crs, is_wgs84, to_lonlat
 from landuse.ingest.errors import IngestError
@@ -149,8 +156,12 @@ class PoiSource(ABC):
         opts = parse_options(source.options, self.options, where)
         if opts["crs"] is not None:
             check_crs(opts["crs"], f"{where}: option crs")
-        frame, from_vector = self._load(spark, path, opts)
-        coords = self.point(frame, opts, from_vector)
+        frame, vector_crs = self._load(spark, path, opts)
+        coords = self.point(frame, opts, vector_crs is not None)
+        if vector_crs is not None and coords == CoordSpec("wkt", (GEOMETRY_WKT,), None):
+            # The file's own geometry, as WKT: already WGS84 when read on the driver, in the file's
+            # CRS when Spark read it (converted later by _build_pois, like any WKT column with crs).
+            coords = CoordSpec("wkt", (GEOMETRY_WKT,), None if is_wgs84(vector_crs) else vector_crs)
         id_col = self._id_column(frame, opts)
         levels = self._levels(frame, opts)
         return _build_pois(frame, id_col, coords, levels, self.converts_gcj02(opts), extent, name)
@@ -200,15 +211,18 @@ class PoiSource(ABC):
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _load(self, spark: "SparkSession", path: Path, opts: Mapping[str, Any]) -> tuple[RawFrame, bool]:
+    def _load(self, spark: "SparkSession", path: Path, opts: Mapping[str, Any]) -> tuple[RawFrame, str | None]:
+        """The rows as read and, for vector input, the CRS of its ``geometry`` WKT column (else None)."""
         fmt = input_format(path, opts["format"])
         if fmt == "parquet" and not _is_geoparquet(path):
-            return frame_from_dataframe(spark.read.parquet(str(path)), str(path)), False
+            return frame_from_dataframe(spark.read.parquet(str(path)), str(path)), None
+        if fmt == "parquet" and _sedona_registered(spark):
+            return _geoparquet_frame(spark, path, opts["crs"])
         if fmt in ("parquet", "vector"):
-            return _vector_frame(spark, path, opts["crs"]), True
+            return _vector_frame(spark, path, opts["crs"]), CRS_WGS84
         sep = opts["sep"] or self.default_sep
         columns = opts["columns"] or self.default_columns
-        return read_delimited(spark, path, sep=sep, header=opts["header"], columns=columns, encoding=opts["encoding"]), False
+        return read_delimited(spark, path, sep=sep, header=opts["header"], columns=columns, encoding=opts["encoding"]), None
 
     def _id_column(self, frame: RawFrame, opts: Mapping[str, Any]) -> str | None:
         """The id column, or None: ids are then row numbers (no id column, or ``id_column: row_number``)."""
@@ -238,6 +252,49 @@ def _is_geoparquet(path: Path) -> bool:
     except Exception as exc:
         raise IngestError(f"{first}: unreadable Parquet ({type(exc).__name__})") from None
     return b"geo" in meta
+
+
+def _sedona_registered(spark: "SparkSession") -> bool:
+    """Whether the session resolved the Sedona engine (its SQL functions and GeoParquet reader)."""
+    from landuse.spark.session import session_engine
+    from landuse.spatial.engines import ENGINE_SEDONA
+
+    return session_engine(spark) == ENGINE_SEDONA
+
+
+def _geoparquet_frame(spark: "SparkSession", path: Path, crs: str | None) -> tuple[RawFrame, str]:
+    """A GeoParquet file scanned by Spark on the executors (Sedona's ``geoparquet`` reader).
+
+    Returns the attributes (as text) plus the point as WKT in the file's CRS (``geometry``), and
+    that CRS (from the metadata, or option ``crs``: :func:`~landuse.ingest.polygons.geoparquet_geometry`).
+    The point is the geometry itself, or for area / line POIs ``ST_PointOnSurface`` (JTS's interior
+    point, the algorithm GEOS's ``representative_point`` ports, as on the driver path). Coordinates
+    are written with Java's round-trip double text, so parsing them back is exact.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import UserDefinedType
+
+    from landuse.ingest.polygons import geoparquet_geometry
+
+    column, file_crs = geoparquet_geometry(path, crs=crs)
+    df = spark.read.format("geoparquet").load(str(path))
+    geom = f"`{column}`"
+    point = (
+        f"CASE WHEN {geom} IS NULL OR ST_IsEmpty({geom}) THEN NULL "
+        f"WHEN ST_GeometryType({geom}) = 'ST_Point' THEN {geom} ELSE ST_PointOnSurface({geom}) END"
+    )
+    attributes = [f for f in df.schema.fields if f.name not in (column, GEOMETRY_WKT)]
+    # Other geometry columns (GeoParquet allows several) become WKT text like every attribute.
+    kept = [
+        F.expr(f"ST_AsText(`{f.name}`)").alias(f.name) if isinstance(f.dataType, UserDefinedType) else F.col(f"`{f.name}`")
+        for f in attributes
+    ]
+    names = [f.name for f in attributes]
+    points = df.select(*kept, F.expr(point).alias("__point"))
+    x, y = F.expr("ST_X(__point)").cast("string"), F.expr("ST_Y(__point)").cast("string")
+    wkt = F.concat(F.lit("POINT ("), x, F.lit(" "), y, F.lit(")"))  # NULL when the point is
+    table = points.select(*[F.col(f"`{n}`") for n in names], wkt.alias(GEOMETRY_WKT))
+    return frame_from_dataframe(table, str(path)), file_crs.to_wkt()
 
 
 def _vector_frame(spark: "SparkSession", path: Path, crs: str | None) -> RawFrame:

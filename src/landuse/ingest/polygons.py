@@ -3,6 +3,8 @@
 Polygon tables are small next to trips (10^2–10^5 rows), so they are read whole; whole-file
 problems raise :class:`IngestError` with one line naming the file, while row-level problems of
 land-use polygons (unmapped class codes, bad geometries, bad proportions) go to a rejects table.
+:func:`geoparquet_geometry` reads only a GeoParquet file's metadata (geometry column and CRS), for
+point files that Spark scans on the executors instead (``landuse.ingest.pois`` with Sedona).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from landuse.spark.schemas import RAW, REASON, SOURCE, SOURCE_ID, T_LANDUSE
 
 if TYPE_CHECKING:
     import geopandas as gpd
+    import pyproj
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,47 @@ def read_vector(path: Path | str, *, crs: str | None = None, layer: str | None =
     else:
         check_crs(gdf.crs, f"{path}: file CRS")
     return gdf
+
+
+def geoparquet_geometry(path: Path | str, *, crs: str | None = None) -> tuple[str, "pyproj.CRS"]:
+    """(primary geometry column, CRS) of a GeoParquet file or directory of parts, from its metadata only.
+
+    For readers that scan the rows elsewhere (Spark on the executors). The CRS follows
+    :func:`read_vector`: ``crs`` wins over the file's (with a warning when they differ); a column
+    without a ``crs`` key is OGC:CRS84 lon/lat (the GeoParquet default); an explicit null CRS is
+    unknown and needs ``crs``. Metadata of the first part stands for every part.
+    """
+    import pyarrow.parquet as pq
+    import pyproj
+
+    from landuse.ingest.files import list_input_files
+
+    path = Path(path)
+    first = list_input_files(path, PARQUET_SUFFIXES)[0]
+    try:
+        geo = json.loads((pq.read_schema(first).metadata or {})[b"geo"])
+        column = geo["primary_column"]
+        info = geo["columns"][column]
+    except Exception as exc:  # missing key, bad JSON, unreadable footer
+        raise IngestError(f"{first}: no usable GeoParquet metadata ({type(exc).__name__}: {first_line(exc)})") from None
+    if "crs" not in info:
+        file_crs: pyproj.CRS | None = pyproj.CRS.from_user_input("OGC:CRS84")
+    elif info["crs"] is None:
+        file_crs = None
+    else:
+        try:
+            file_crs = pyproj.CRS.from_json_dict(info["crs"]) if isinstance(info["crs"], dict) else \
+                pyproj.CRS.from_user_input(info["crs"])
+        except pyproj.exceptions.CRSError:
+            raise IngestError(f"{path}: unreadable CRS in the GeoParquet metadata") from None
+    if crs is not None:
+        wanted = check_crs(crs, f"{path}: option crs")
+        if file_crs is not None and not file_crs.equals(wanted):
+            log.warning("%s: file CRS %s overridden by option crs=%s", path, file_crs.to_string(), crs)
+        return column, wanted
+    if file_crs is None:
+        raise IngestError(f"{path}: no CRS in the file (no .prj / CRS metadata); set option crs, e.g. EPSG:4326")
+    return column, check_crs(file_crs, f"{path}: file CRS")
 
 
 def geometry_problems(gdf: "gpd.GeoDataFrame") -> pd.Series:

@@ -17,8 +17,18 @@ Engines:
   :class:`~landuse.spatial.pointindex.RegionPointIndex` (a lookup grid over a shapely STRtree),
   which is broadcast once; each Python worker loads it on first use and keeps it for later tasks,
   and assigns whole Arrow batches inside ``mapInArrow`` with numpy — no per-row Python loop.
-* :class:`SedonaJoinEngine` — Sedona SQL ``ST_Intersects(region, ST_Point(x, y))`` as a left outer
-  join with the regions broadcast (Sedona's broadcast index join), then the smallest-id rule.
+* :class:`SedonaJoinEngine` — Sedona SQL as a left outer join with the regions broadcast (Sedona's
+  ``BroadcastIndexJoin``: an R-tree over the regions, probed by each point where it lies). The
+  smallest-id rule is part of the join condition, so each point matches at most one region and
+  the point rows are never shuffled or grouped. Each region r carries, precomputed once on the
+  driver (:func:`tie_pieces`), a collection ``ties`` that covers exactly the part of r lying in
+  regions of smaller id: the boundary edges of smaller-id neighbours that touch r (with their
+  original vertices), or the whole neighbour where regions overlap. The condition is
+  ``ST_Intersects(region, p) AND (ties IS NULL OR NOT ST_Intersects(ties, p))``: a p in regions
+  s < r meets r's ties, so only the smallest-id region containing p is kept. Points with a null,
+  NaN or infinite coordinate get a NULL point (JTS would place a NaN point inside a polygon) and
+  match nothing. Every test is exact (JTS and GEOS decide point-in-polygon and point-on-segment
+  with robust orientation tests on the same doubles), so both engines assign identically.
 
 :func:`make_engine` picks the engine resolved for the session (``landuse.spark.session``).
 """
@@ -201,18 +211,30 @@ def _as_float64(column: pa.Array) -> np.ndarray:
 
 
 class SedonaJoinEngine(SpatialJoinEngine):
-    """Sedona SQL broadcast index join (left outer: points keep NULL when unmatched).
+    """Sedona SQL broadcast index join that yields at most one region per point: no row id, no shuffle.
 
-    The regions side is broadcast, so Sedona plans ``BroadcastIndexJoinExec`` with ``LeftOuter``
-    (supported when the broadcast side is the right one). Matches of one point to several regions
-    are collapsed to the smallest ``region_id`` by grouping on a row id added before the join.
+    The regions (small) are collected once and each gets its :func:`tie_pieces` — where it meets
+    regions of smaller id — computed with shapely on the driver. The join condition is
+
+        ST_Intersects(region, p) AND (ties IS NULL OR NOT ST_Intersects(ties, p))
+
+    so of the regions containing p only the smallest-id one survives. The regions side is
+    broadcast, so Sedona plans ``BroadcastIndexJoin`` (R-tree over the regions, ``LeftOuter``, the
+    second test as its extra condition, run only for the region that matched): the point rows
+    stream through in their own partitions and are never exchanged or aggregated. Points with a
+    null or non-finite coordinate are given a NULL geometry (JTS would treat a NaN point as inside
+    a polygon) and so match nothing.
     Needs Sedona's SQL functions registered on the session (``build_session`` does it).
     """
 
     name = ENGINE_SEDONA
-    _ROW_ID = "__landuse_row_id"
-    _REGION_GEOM = "__landuse_region_geom"
     _REGION_ID = "__landuse_region_id"
+    _REGION_GEOM = "__landuse_region_geom"
+    _TIES = "__landuse_region_ties"  # where the region meets regions of smaller id (tie_pieces)
+
+    def __init__(self) -> None:
+        # The last regions DataFrame seen → its broadcast side (see BuiltinJoinEngine._last).
+        self._last: tuple["DataFrame", "DataFrame"] | None = None
 
     def assign_points(
         self,
@@ -224,20 +246,115 @@ class SedonaJoinEngine(SpatialJoinEngine):
         keep_columns: Sequence[str] | None = None,
     ) -> "DataFrame":
         keep, inputs = self._output_columns(points, regions, x_col, y_col, out_col, keep_columns)
-        left = points.select(*[_quoted(c) for c in inputs]).withColumn(self._ROW_ID, F.monotonically_increasing_id())
-        right = regions.select(
-            F.col(REGION_ID).alias(self._REGION_ID),
-            F.expr(f"ST_GeomFromWKB({GEOMETRY})").alias(self._REGION_GEOM),
+        if inputs != points.columns:
+            points = points.select(*[_quoted(c) for c in inputs])
+        x, y = f"CAST(p.`{x_col}` AS DOUBLE)", f"CAST(p.`{y_col}` AS DOUBLE)"
+        # NaN compares greater than every double (infinity included) in Spark SQL, so one range
+        # test per coordinate rejects NaN and ±inf; NULL fails it too (CASE gives NULL).
+        finite = f"abs({x}) < double('Infinity') AND abs({y}) < double('Infinity')"
+        point = f"CASE WHEN {finite} THEN ST_Point({x}, {y}) END"
+        condition = F.expr(
+            f"ST_Intersects(r.{self._REGION_GEOM}, {point}) AND "
+            f"(r.{self._TIES} IS NULL OR NOT ST_Intersects(r.{self._TIES}, {point}))"
         )
-        point = f"ST_Point(CAST(p.`{x_col}` AS DOUBLE), CAST(p.`{y_col}` AS DOUBLE))"
-        condition = F.expr(f"ST_Intersects(r.{self._REGION_GEOM}, {point})")
-        joined = left.alias("p").join(F.broadcast(right).alias("r"), condition, "left")
-        # Every row of a group comes from the same input row, so first() is exact.
-        collapsed = joined.groupBy(self._ROW_ID).agg(
-            *[F.first(_quoted(c)).alias(c) for c in keep],
-            F.min(self._REGION_ID).alias(out_col),
+        joined = points.alias("p").join(F.broadcast(self.region_side(regions)).alias("r"), condition, "left")
+        return joined.select(
+            *[F.col(f"p.`{c}`").alias(c) for c in keep],
+            F.col(f"r.{self._REGION_ID}").cast(LongType()).alias(out_col),
         )
-        return collapsed.select(*[_quoted(c) for c in keep], F.col(out_col).cast(LongType()))
+
+    def region_side(self, regions: "DataFrame") -> "DataFrame":
+        """The broadcast side: region id, geometry and :func:`tie_pieces` (built once per DataFrame)."""
+        if self._last is not None and self._last[0] is regions:
+            return self._last[1]
+        import pandas as pd
+        from pyspark.sql.types import BinaryType
+
+        table = regions.select(REGION_ID, GEOMETRY).toPandas()  # small: <= ~1e5 polygons
+        wkb = [bytes(g) for g in table[GEOMETRY]]
+        ids = table[REGION_ID].to_numpy(dtype=np.int64)
+        frame = pd.DataFrame({self._REGION_ID: ids, "wkb": wkb, "ties": tie_pieces(ids, wkb)})
+        schema = StructType(
+            [
+                StructField(self._REGION_ID, LongType(), False),
+                StructField("wkb", BinaryType(), False),
+                StructField("ties", BinaryType(), True),
+            ]
+        )
+        side = regions.sparkSession.createDataFrame(frame, schema).select(
+            self._REGION_ID,
+            F.expr("ST_GeomFromWKB(wkb)").alias(self._REGION_GEOM),
+            F.expr("ST_GeomFromWKB(ties)").alias(self._TIES),
+        )
+        self._last = (regions, side)
+        return side
+
+
+def tie_pieces(ids: np.ndarray, wkb: Sequence[bytes]) -> list[bytes | None]:
+    """Per region r: WKB of a GeometryCollection holding, exactly, where r meets a smaller-id region.
+
+    For each region s with a smaller id (or, among rows sharing an id, an earlier row) that
+    intersects r:
+
+    * when r and s only touch (interiors disjoint, the usual case in a partition), r ∩ s lies on
+      s's boundary, so the pieces are s's own boundary edges that can reach r (those whose bounding
+      box meets r's), each as a two-point LineString with s's original vertices;
+    * otherwise (overlapping regions) the piece is s itself.
+
+    A point p of r lies in some such s exactly when it intersects a piece: on a piece edge means on
+    s's boundary; and a p of r on s's boundary lies on an edge of s whose box contains p, hence
+    meets r's box. The coordinates are the regions' own, unchanged, and JTS decides "on a segment"
+    and "in a polygon" with the same exact orientation test. Regions that meet no smaller one get
+    ``None``. Edges carry only a few coordinates each, so the per-point test stays cheap even for
+    detailed polygons (the whole neighbour is only carried where regions overlap).
+    """
+    import shapely
+
+    n = len(ids)
+    geoms = shapely.from_wkb(np.asarray(wkb, dtype=object))
+    out: list[bytes | None] = [None] * n
+    if n == 0:
+        return out
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    smaller = (ids[right] < ids[left]) | ((ids[right] == ids[left]) & (right < left))
+    left, right = left[smaller], right[smaller]
+    # GEOS decides touches with exact predicates (RelateNG); a false "no" only costs speed.
+    touching = shapely.touches(geoms[left], geoms[right])
+    bounds = shapely.bounds(geoms)
+
+    # Every boundary edge of every region, grouped by region: (start, end) points, owner.
+    parts, part_owner = shapely.get_parts(geoms, return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    same_ring = coord_ring[1:] == coord_ring[:-1]
+    start, end = coords[:-1][same_ring], coords[1:][same_ring]
+    edge_owner = part_owner[ring_part[coord_ring[:-1][same_ring]]]
+    keep = (start != end).any(axis=1)  # a zero-length edge adds nothing its neighbours don't
+    order = np.argsort(edge_owner[keep], kind="stable")
+    start, end, edge_owner = start[keep][order], end[keep][order], edge_owner[keep][order]
+    first = np.searchsorted(edge_owner, np.arange(n))
+    count = np.searchsorted(edge_owner, np.arange(n), side="right") - first
+
+    # Edges of s for each touching pair (r, s), kept where the edge's box meets r's box.
+    pair_r, pair_s = left[touching], right[touching]
+    per_pair = count[pair_s]
+    owner_r = np.repeat(pair_r, per_pair)
+    offsets = np.arange(per_pair.sum()) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
+    edge = np.repeat(first[pair_s], per_pair) + offsets
+    a, b, box = start[edge], end[edge], bounds[owner_r]
+    meets = (
+        (np.minimum(a[:, 0], b[:, 0]) <= box[:, 2]) & (np.maximum(a[:, 0], b[:, 0]) >= box[:, 0])
+        & (np.minimum(a[:, 1], b[:, 1]) <= box[:, 3]) & (np.maximum(a[:, 1], b[:, 1]) >= box[:, 1])
+    )
+    edges = shapely.linestrings(np.stack([a[meets], b[meets]], axis=1))
+
+    pieces = np.concatenate([edges, geoms[right[~touching]]])
+    owner = np.concatenate([owner_r[meets], left[~touching]])
+    order = np.argsort(owner, kind="stable")
+    collections = np.empty(n, dtype=object)
+    if len(pieces):
+        shapely.geometrycollections(pieces[order], indices=owner[order], out=collections)
+    return [None if g is None else shapely.to_wkb(g) for g in collections]
 
 
 def make_engine(spark: "SparkSession", **builtin_options: int) -> SpatialJoinEngine:
