@@ -170,11 +170,10 @@ def test_no_buildings_gives_zero_vectors(spark) -> None:
 
 @pytest.mark.sedona
 def test_sedona_engine_gives_the_same_features(spark) -> None:
-    from landuse.spark.session import sedona_available
     from landuse.spatial.engines import BuiltinJoinEngine, SedonaJoinEngine
+    from tests.spatial.helpers import require_sedona
 
-    if not sedona_available(spark):
-        pytest.skip("needs Sedona jars: set SEDONA_JARS to local sedona-spark-shaded-3.5 + geotools-wrapper jar paths")
+    require_sedona(spark)
     regions_pd, buildings_pd = layout_frames()
     regions, buildings = spark.createDataFrame(regions_pd), buildings_dataframe(spark, buildings_pd)
     out = {type(e).__name__: region_building_features(buildings, regions, e, 18, True).toPandas().set_index(REGION_ID)
