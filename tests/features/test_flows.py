@@ -5,8 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from pyspark.sql import functions as F
 
-from landuse.features.flows import covered_days, filter_time, od_flows, summarise, suppress_small_cells
+from landuse.features.flows import (
+    covered_days,
+    filter_time,
+    od_flows,
+    source_flows,
+    summarise,
+    suppress_small_cells,
+)
 
 COLS = "source string, o_region long, d_region long, start_ts timestamp, count long"
 
@@ -74,3 +82,49 @@ def test_small_cell_suppression(trips) -> None:
 def test_days_must_be_positive(trips) -> None:
     with pytest.raises(ValueError, match="days must be positive"):
         od_flows(trips, 0)
+
+
+@pytest.mark.parametrize("min_count", [1, 2])
+def test_source_flows_equals_separate_aggregations(trips, min_count) -> None:
+    result = source_flows(trips, min_count, days=2)
+    try:
+        assert as_dict(result.flows) == as_dict(suppress_small_cells(od_flows(trips, 2), min_count))
+        assert result.summary == summarise(trips, od_flows(trips, 2), 2, min_count)
+    finally:
+        result.release()
+
+
+def test_source_flows_reads_the_trips_once(spark, trips) -> None:
+    """The flows table and its summary come from one aggregation: every trip row is read once."""
+    import pandas as pd
+
+    rows_read = spark.sparkContext.accumulator(0)
+
+    def count_rows(batches):
+        for batch in batches:
+            rows_read.add(len(batch))
+            yield batch
+
+    counted = trips.mapInPandas(count_rows, trips.schema)
+    result = source_flows(counted, min_count=2)  # the covered days are counted in the same pass
+    table = result.flows.toPandas()
+    result.release()
+    # The old path (covered_days, summarise, od_flows and the write) read them four times.
+    assert rows_read.value == 7
+    assert result.summary.days == 2 and set(table.days) == {2}
+    assert result.summary.trips_in == 10 and result.summary.cells_suppressed == 1
+    assert sorted(zip(table.o_region, table.d_region)) == [(1, 1), (1, 2)]
+    assert isinstance(table, pd.DataFrame)
+
+
+def test_source_flows_days(spark, trips) -> None:
+    undated = trips.withColumn("start_ts", F.lit(None).cast("timestamp"))
+    result = source_flows(undated, 1, default_days=31)  # an undated OD table: flows.days
+    try:
+        assert result.summary.days == 31 and {r.days for r in result.flows.collect()} == {31}
+    finally:
+        result.release()
+    with pytest.raises(ValueError, match="days must be positive"):
+        source_flows(undated, 1)
+    with pytest.raises(ValueError, match="days must be positive"):
+        source_flows(trips, 1, days=0)

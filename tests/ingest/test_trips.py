@@ -427,3 +427,78 @@ def test_zone_od(spark, tmp_path):
     ]
     with pytest.raises(IngestError, match=r"missing required column \(option count_column\) 'trips' \(has: from, to, n\)"):
         read_trips(spark, SourceConfig("zone_od", renamed, {"o_column": "from", "d_column": "to"}))
+
+
+def test_observed_result_counts_while_writing(spark, tfl):
+    """One write of the kept rows counts rows read, kept and rejected; the lazy summaries agree."""
+    done = tfl.observed()
+    done.trips.write.format("noop").mode("overwrite").save()
+    done.locations.write.format("noop").mode("overwrite").save()
+    assert done.trip_split.counts() == (15, 3, 12)
+    assert done.location_split.counts() == (8, 3, 5)
+    rejects = done.rejects()
+    assert rejects is not None
+    by_reason: dict[str, int] = {}
+    for row in rejects.collect():
+        by_reason[row.reason] = by_reason.get(row.reason, 0) + 1
+    assert [s.to_dict() for s in done.summaries(by_reason)] == [s.to_dict() for s in tfl.summaries()]
+    with pytest.raises(IngestError, match=r"12 rows were tagged as rejected but 11 were written to the rejects"):
+        done.summaries({**by_reason, "missing_key": by_reason["missing_key"] - 1})
+
+
+def test_observed_result_without_rejects_needs_no_second_pass(spark, tmp_path):
+    path = write(tmp_path / "od.csv", "o_region,d_region,trips\n0,0,740\n0,1,36")
+    done = read_trips(spark, SourceConfig("zone_od", path, {}), name="taxi").observed()
+    done.trips.write.format("noop").mode("overwrite").save()
+    assert done.trip_split.counts() == (2, 2, 0)
+    assert done.rejects() is None  # nothing rejected: the input is not read again
+    (summary,) = done.summaries({})
+    assert (summary.rows_in, summary.kept, summary.rejected) == (2, 2, 0)
+
+
+def test_ingest_stage_accounts_for_every_row(spark, tmp_path):
+    """The stage writes kept rows once, rejects only where there are any, and checks in = kept + rejected."""
+    import pyarrow.parquet as pq
+
+    from landuse.config import load_config
+    from landuse.runner import StageContext
+    from landuse.stages import ingest
+
+    zones = _grid(tmp_path)
+    clean = write(tmp_path / "sig.csv", "date,hour,o_grid,d_grid,count\n2023-05-01,8,101,102,12\n2023-05-01,9,102,103,2")
+    dirty = write(tmp_path / "od.csv", "o_region,d_region,trips\n0,0,740\n0,1,36\n1,,5\n1,2,-3\n2,1,2.5")
+    pois = write(
+        tmp_path / "amap.csv",
+        'id,name,type,typecode,location\nB1,a,餐饮服务;中餐厅;川菜,050102,"114.05,22.54"\nB2,b,,,"114.05,22.54"',
+    )
+    sources = {
+        "sig": {"adapter": "signaling_od", "path": str(clean), "options": {"zones_path": str(zones)}},
+        "taxi": {"adapter": "zone_od", "path": str(dirty)},
+    }
+    config_path = tmp_path / "conf.yaml"
+    config_path.write_text(json.dumps({  # JSON is YAML
+        "name": "stage-test", "work_dir": str(tmp_path / "work"), "study": {"extent": [113.0, 22.0, 121.0, 23.5]},
+        "inputs": {"trips": sources, "pois": {"adapter": "amap_csv", "path": str(pois)}},
+    }))
+    config = load_config(config_path)
+    staged = {name: tmp_path / "staged" / name for name in ingest.outputs(config)}
+    ctx = StageContext(config, staged, spark)
+    ingest.STAGE.run(ctx)
+    entries = {(e["source"], e["table"]): e for e in ctx.summary["ingest"]}
+    assert {k: (e["rows_in"], e["kept"], e["rejected"]) for k, e in entries.items()} == {
+        ("sig", "trips"): (2, 2, 0),
+        ("sig", "locations"): (3, 3, 0),
+        ("taxi", "trips"): (5, 2, 3),
+        ("pois", "pois"): (2, 1, 1),
+    }
+    assert entries[("taxi", "trips")]["by_reason"] == {"invalid_count": 1, "missing_key": 1, "negative_count": 1}
+    assert entries[("pois", "pois")]["by_reason"] == {"missing_category": 1}
+    assert ctx.summary["sources"]["sig"] == {"adapter": "signaling_od", "keys_are_regions": False, "has_locations": True}
+    trips = spark.read.parquet(str(staged["trips"]))
+    check_schema(trips, TRIPS_SCHEMA, "trips")
+    assert sorted((r.source, r.o_key, r.d_key, r["count"]) for r in trips.collect()) == [
+        ("sig", "101", "102", 12), ("sig", "102", "103", 2), ("taxi", "0", "0", 740), ("taxi", "0", "1", 36),
+    ]
+    assert pq.read_table(staged["rejects/sig"]).num_rows == 0  # a clean source: an empty rejects table
+    taxi_rejects = spark.read.parquet(str(staged["rejects/taxi"])).collect()
+    assert sorted(json.loads(r.raw)["trips"] for r in taxi_rejects) == ["-3", "2.5", "5"]

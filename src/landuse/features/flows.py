@@ -4,11 +4,13 @@ Input: canonical trips with their endpoints already assigned to regions (``o_reg
 NULL where an endpoint fell in no region). Output: one row per (o_region, d_region) with the trip
 count, the number of covered days and the daily average; the diagonal (intra-region trips) is kept
 and flagged. Trips with an unassigned endpoint never vanish: they are counted in the summary.
+:func:`source_flows` aggregates the trips once (:func:`od_cells`, unassigned cells included) and
+derives both the table and its summary from that aggregate.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pyspark.sql import DataFrame
@@ -65,18 +67,32 @@ def covered_days(trips: DataFrame) -> int:
     return int(row["d"] or 0) if row else 0
 
 
-def od_flows(trips: DataFrame, days: int) -> DataFrame:
-    """Aggregate assigned trips into (o_region, d_region, trips, days, daily_avg, is_diagonal)."""
+def od_cells(trips: DataFrame) -> DataFrame:
+    """Trips summed per ``(o_region, d_region)``, unassigned endpoints (NULL) included: the one aggregation over trips.
+
+    Everything the flows stage reports derives from these cells: the flows table
+    (:func:`flows_from_cells`) and its summary (:func:`summarise_cells`). They are OD-pair sized.
+    """
+    return trips.groupBy(O_REGION, D_REGION).agg(F.sum(COUNT).cast("long").alias(TRIPS))
+
+
+def flows_from_cells(cells: DataFrame, days: int) -> DataFrame:
+    """(o_region, d_region, trips, days, daily_avg, is_diagonal) from :func:`od_cells` (assigned cells only)."""
     if days <= 0:
         raise ValueError("od_flows: days must be positive (no dated trips and no flows.days configured)")
     return (
-        trips.where(F.col(O_REGION).isNotNull() & F.col(D_REGION).isNotNull())
-        .groupBy(O_REGION, D_REGION)
-        .agg(F.sum(COUNT).cast("long").alias(TRIPS))
+        cells.where(F.col(O_REGION).isNotNull() & F.col(D_REGION).isNotNull())
         .withColumn(DAYS, F.lit(days).cast("int"))
         .withColumn(DAILY_AVG, F.col(TRIPS) / F.lit(float(days)))
         .withColumn(IS_DIAGONAL, F.col(O_REGION) == F.col(D_REGION))
     )
+
+
+def od_flows(trips: DataFrame, days: int) -> DataFrame:
+    """Aggregate assigned trips into (o_region, d_region, trips, days, daily_avg, is_diagonal)."""
+    if days <= 0:
+        raise ValueError("od_flows: days must be positive (no dated trips and no flows.days configured)")
+    return flows_from_cells(od_cells(trips.where(F.col(O_REGION).isNotNull() & F.col(D_REGION).isNotNull())), days)
 
 
 def suppress_small_cells(flows: DataFrame, min_count: int) -> DataFrame:
@@ -88,7 +104,11 @@ def suppress_small_cells(flows: DataFrame, min_count: int) -> DataFrame:
 
 
 def summarise(trips: DataFrame, flows: DataFrame, days: int, min_count: int) -> FlowSummary:
-    """Totals for the manifest: one aggregation over trips, one over flows."""
+    """Totals for the manifest: one aggregation over trips, one over flows.
+
+    (The flows stage uses :func:`source_flows`, which gets the same figures without a second
+    aggregation over trips.)
+    """
     t = trips.agg(
         F.coalesce(F.sum(COUNT), F.lit(0)).alias("all"),
         F.coalesce(
@@ -111,3 +131,76 @@ def summarise(trips: DataFrame, flows: DataFrame, days: int, min_count: int) -> 
         cells_suppressed=int(f["cells_small"]) if min_count > 1 else 0,
         trips_suppressed=int(f["trips_small"]) if min_count > 1 else 0,
     )
+
+
+def summarise_cells(cells: DataFrame, days: int, min_count: int) -> FlowSummary:
+    """:func:`summarise` from :func:`od_cells` alone: one small aggregation over the cells."""
+    assigned = F.col(O_REGION).isNotNull() & F.col(D_REGION).isNotNull()
+    small = assigned & (F.col(TRIPS) < max(min_count, 1))
+    row = cells.agg(
+        F.coalesce(F.sum(TRIPS), F.lit(0)).alias("all"),
+        F.coalesce(F.sum(F.when(assigned, F.col(TRIPS))), F.lit(0)).alias("assigned"),
+        F.count(F.when(assigned, 1)).alias("cells"),
+        F.count(F.when(small, 1)).alias("cells_small"),
+        F.coalesce(F.sum(F.when(small, F.col(TRIPS))), F.lit(0)).alias("trips_small"),
+    ).first()
+    trips_in, trips_assigned = int(row["all"]), int(row["assigned"])
+    return FlowSummary(
+        trips_in=trips_in,
+        trips_assigned=trips_assigned,
+        trips_unassigned=trips_in - trips_assigned,
+        days=days,
+        cells=int(row["cells"]),
+        cells_suppressed=int(row["cells_small"]) if min_count > 1 else 0,
+        trips_suppressed=int(row["trips_small"]) if min_count > 1 else 0,
+    )
+
+
+@dataclass(frozen=True)
+class SourceFlows:
+    """One source's flows table and summary, both from one aggregation over its trips.
+
+    ``cells`` (:func:`od_cells`) is persisted: the summary's action computes it, writing ``flows``
+    reads it back; call :meth:`release` once ``flows`` is written.
+    """
+
+    flows: DataFrame  # exported: small cells suppressed
+    summary: FlowSummary
+    cells: DataFrame
+
+    def release(self) -> None:
+        """Drop the persisted cells."""
+        self.cells.unpersist()
+
+
+def source_flows(assigned: DataFrame, min_count: int, days: int | None = None, default_days: int = 0) -> SourceFlows:
+    """Flows (small cells suppressed) and their summary from assigned trips, reading the trips once.
+
+    ``days``: the covered days; None counts the distinct dates of the trips' start times during
+    the same pass (a Spark observation on the aggregation's input), falling back to
+    ``default_days`` when no trip is dated. ``ValueError`` when there are no days.
+    """
+    import uuid
+
+    from pyspark import StorageLevel
+    from pyspark.sql import Observation
+
+    dates = None
+    if days is None:
+        # The set of dates is idempotent, so a retried task cannot change the count.
+        dates = Observation(f"flow_days_{uuid.uuid4().hex}")
+        assigned = assigned.observe(dates, F.size(F.collect_set(F.to_date(F.col(START_TS)))).alias("days"))
+    elif days <= 0:
+        raise ValueError("od_flows: days must be positive (no dated trips and no flows.days configured)")
+    cells = od_cells(assigned).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        summary = summarise_cells(cells, days or 1, min_count)  # computes the cells (and the dates)
+        if dates is not None:
+            days = int(dates.get["days"] or 0) or default_days
+            if days <= 0:
+                raise ValueError("od_flows: days must be positive (no dated trips and no flows.days configured)")
+            summary = replace(summary, days=days)
+    except BaseException:
+        cells.unpersist()
+        raise
+    return SourceFlows(suppress_small_cells(flows_from_cells(cells, days), min_count), summary, cells)

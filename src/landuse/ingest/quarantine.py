@@ -17,7 +17,7 @@ from landuse.spark.schemas import REASON, T_REJECTS
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,25 @@ def reason_counts(rejects: Union["DataFrame", "pd.DataFrame"]) -> dict[str, int]
     if _is_pandas(rejects):
         return {str(k): int(v) for k, v in rejects[REASON].value_counts().items()}  # type: ignore[index]
     return {row[REASON]: int(row["count"]) for row in rejects.groupBy(REASON).count().collect()}  # type: ignore[union-attr]
+
+
+def written_reason_counts(spark: "SparkSession", path: Path) -> dict[str, int]:
+    """Rows per reason of a rejects table as written under ``path`` (Delta or Parquet; only its ``reason`` column)."""
+    from landuse.spark.io import read_spark
+
+    return reason_counts(read_spark(spark, path).select(REASON))
+
+
+def write_empty_rejects(path: Path) -> Path:
+    """Write an empty rejects table (``REJECTS_SCHEMA``, one Parquet file) for a source without rejected rows.
+
+    Written on the driver: no Spark job (and no table-format transaction) for a table with no rows.
+    """
+    import pandas as pd
+
+    from landuse.spark.schemas import RAW, SOURCE
+
+    return write_rejects(pd.DataFrame({SOURCE: [], REASON: [], RAW: []}, dtype=object), path)
 
 
 def format_summaries(summaries: Iterable[IngestSummary]) -> str:

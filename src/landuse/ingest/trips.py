@@ -12,8 +12,11 @@ Each adapter is a :class:`TripSource` registered under a name used in config
 * ``rejects`` (``REJECTS_SCHEMA``) — every rejected row with its first failing reason and the
   original row as JSON; rows of the location table carry reasons prefixed ``location_``.
 
-Rows are validated by Spark expressions only; the result is lazy (nothing is counted until
-:meth:`IngestResult.summaries`). Duplicate trips are kept: they are legitimate repeated journeys.
+Rows are validated by Spark expressions only (no Python UDF); each row is tagged with its reason
+once, and kept rows, rejects and reasons are lazy views of the tagged rows — nothing is cached or
+counted until asked (:meth:`IngestResult.summaries`, or :meth:`IngestResult.observed`, with which
+the ingest stage validates and writes a source in one pass and counts it while writing). Duplicate
+trips are kept: they are legitimate repeated journeys.
 Timestamps are wall-clock times as written in the source, stored as if UTC (the session zone).
 """
 
@@ -61,34 +64,123 @@ if TYPE_CHECKING:
 class IngestResult:
     """What a trip source yields (see the module docstring); lazy Spark DataFrames.
 
-    ``raw`` / ``raw_locations`` are the rows as read and ``reasons`` / ``location_reasons`` the
-    reason of every row (null = kept): :meth:`summaries` counts them to prove in = kept + rejected.
+    ``split`` / ``location_split`` tag every row read with its reason (null = kept); ``trips``,
+    ``locations``, ``rejects`` are views of them. ``raw`` / ``raw_locations`` are the rows as read.
+    :meth:`summaries` counts them (several small actions, for tests and notebooks);
+    :meth:`observed` gives the ingest stage frames that count themselves while they are written.
     """
 
-    trips: "DataFrame"
-    locations: "DataFrame | None"
-    rejects: "DataFrame"
+    split: V.Split
     keys_are_regions: bool
     name: str  # the source's name (the ``source`` column)
     path: str
     raw: "DataFrame"
-    reasons: "DataFrame"
+    location_split: V.Split | None = None
     raw_locations: "DataFrame | None" = None
-    location_reasons: "DataFrame | None" = None
     locations_path: str | None = None
+
+    @property
+    def trips(self) -> "DataFrame":
+        """Kept trips (``TRIPS_SCHEMA``)."""
+        return self.split.kept
+
+    @property
+    def locations(self) -> "DataFrame | None":
+        """Kept locations (``LOCATIONS_SCHEMA``), or None when the source has no location table."""
+        return None if self.location_split is None else self.location_split.kept
+
+    @property
+    def rejects(self) -> "DataFrame":
+        """Every rejected trip and location row (``REJECTS_SCHEMA``)."""
+        if self.location_split is None:
+            return self.split.rejects
+        return self.split.rejects.unionByName(self.location_split.rejects)
+
+    @property
+    def reasons(self) -> "DataFrame":
+        """The reason of every trip row read (null = kept)."""
+        return self.split.reasons
+
+    @property
+    def location_reasons(self) -> "DataFrame | None":
+        """The reason of every location row read (null = kept), or None."""
+        return None if self.location_split is None else self.location_split.reasons
 
     def summaries(self) -> list[IngestSummary]:
         """Row accounting for the trips (and location) table, checked: in = kept + rejected."""
-        out = [_summary(self.name, T_TRIPS, self.path, self.raw, self.reasons)]
-        if self.raw_locations is not None and self.location_reasons is not None:
+        out = [_summary(self.name, T_TRIPS, self.path, self.raw, self.split)]
+        if self.raw_locations is not None and self.location_split is not None:
             out.append(
-                _summary(self.name, T_LOCATIONS, self.locations_path or self.path, self.raw_locations, self.location_reasons)
+                _summary(self.name, T_LOCATIONS, self.locations_path or self.path, self.raw_locations, self.location_split)
             )
         return [s.check() for s in out]
 
+    def observed(self) -> "ObservedResult":
+        """Frames for writing, each counting itself during its write (see :class:`ObservedResult`)."""
+        locations = None if self.location_split is None else self.location_split.observed()
+        return ObservedResult(self, self.split.observed(), locations)
 
-def _summary(name: str, table: str, path: str, raw: "DataFrame", reasons: "DataFrame") -> IngestSummary:
-    kept, by_reason = V.tally_reasons(reasons)
+
+@dataclass(frozen=True)
+class ObservedResult:
+    """An :class:`IngestResult` prepared for one-pass writing.
+
+    Write ``trips`` (and ``locations``) first: those writes read and validate the input once and
+    count rows read, kept and rejected as they go (Spark observations, no extra pass). Then
+    :meth:`rejects` is the rejected rows of only those tables that have any (a source without
+    rejects costs no second pass), and :meth:`summaries` checks in = kept + rejected, with the
+    rejects counted by reason from the rejects table as written.
+    """
+
+    result: IngestResult
+    trip_split: V.ObservedSplit
+    location_split: V.ObservedSplit | None
+
+    @property
+    def trips(self) -> "DataFrame":
+        return self.trip_split.kept
+
+    @property
+    def locations(self) -> "DataFrame | None":
+        return None if self.location_split is None else self.location_split.kept
+
+    def _tables(self) -> list[tuple[str, str, V.ObservedSplit]]:
+        r = self.result
+        out = [(T_TRIPS, r.path, self.trip_split)]
+        if self.location_split is not None:
+            out.append((T_LOCATIONS, r.locations_path or r.path, self.location_split))
+        return out
+
+    def rejects(self) -> "DataFrame | None":
+        """Rejected rows of the tables that have any (call after writing the kept rows); None: no rejects."""
+        parts = [split.rejects for _, _, split in self._tables() if split.counts()[2] > 0]
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+
+    def summaries(self, by_reason: Mapping[str, int]) -> list[IngestSummary]:
+        """Checked accounting per table; ``by_reason``: the written rejects counted by reason.
+
+        Location-table reasons carry the ``location_`` prefix, trip reasons never do.
+        """
+        out = []
+        for table, path, split in self._tables():
+            rows, kept, rejected = split.counts()
+            mine = {
+                r: n for r, n in by_reason.items() if r.startswith(V.LOCATION_PREFIX) == (table == T_LOCATIONS)
+            }
+            summary = IngestSummary(self.result.name, table, path, rows, kept, sum(mine.values()), mine)
+            if sum(mine.values()) != rejected:
+                raise IngestError(
+                    f"{path}: source {self.result.name!r} {table}: {rejected} rows were tagged as rejected "
+                    f"but {sum(mine.values())} were written to the rejects"
+                )
+            out.append(summary.check())
+        return out
+
+
+def _summary(name: str, table: str, path: str, raw: "DataFrame", split: V.Split) -> IngestSummary:
+    kept, by_reason = split.tally()
     return IngestSummary(name, table, path, raw.count(), kept, sum(by_reason.values()), by_reason)
 
 
@@ -96,12 +188,9 @@ def _result(
     split: V.Split, frame: RawFrame, name: str, *, keys_are_regions: bool = False, locs: "_Locations | None" = None
 ) -> IngestResult:
     if locs is None:
-        return IngestResult(
-            split.kept, None, split.rejects, keys_are_regions, name, frame.label, frame.df, split.reasons
-        )
+        return IngestResult(split, keys_are_regions, name, frame.label, frame.df)
     return IngestResult(
-        split.kept, locs.split.kept, split.rejects.unionByName(locs.split.rejects), keys_are_regions, name,
-        frame.label, frame.df, split.reasons, locs.frame.df, locs.split.reasons, locs.frame.label,
+        split, keys_are_regions, name, frame.label, frame.df, locs.split, locs.frame.df, locs.frame.label
     )
 
 
@@ -201,46 +290,80 @@ class _CountSpec:
 Checks = list[tuple["str | Column", "Column"]]
 
 
-def _time_columns(frame: RawFrame, spec: _TimeSpec) -> tuple[dict[str, "Column"], Checks]:
-    """Columns ``__ts`` (+ helpers) and their checks: missing, unparsable, end before start."""
+class _Columns:
+    """Helper columns built in three projections: input texts, values parsed from them, derived values.
+
+    Each expression refers to the previous projection's columns by name, so every input column is
+    cleaned once and every generated method stays small. (One projection with the whole parse
+    tree inlined compiles to a method above the JVM's JIT size limit and runs interpreted, several
+    times slower.)
+    """
+
+    def __init__(self) -> None:
+        self.stages: tuple[dict[str, "Column"], ...] = ({}, {}, {})
+
+    def _add(self, stage: int, name: str, expr: "Column") -> "Column":
+        from pyspark.sql import functions as F
+
+        self.stages[stage][name] = expr
+        return F.col(name)
+
+    def text(self, name: str, raw: "Column") -> "Column":
+        """Cleaned input text (:func:`V.clean`) as column ``name``."""
+        return self._add(0, name, V.clean(raw))
+
+    def value(self, name: str, expr: "Column") -> "Column":
+        """A value computed from texts."""
+        return self._add(1, name, expr)
+
+    def derived(self, name: str, expr: "Column") -> "Column":
+        """A value computed from values."""
+        return self._add(2, name, expr)
+
+    def key(self, name: str, raw: "Column") -> "Column":
+        """A location/region key (:func:`V.normalize_key`) as column ``name``."""
+        return self.value(name, V.key_text(self.text(f"{name}_t", raw)))
+
+    def apply(self, df: "DataFrame") -> "DataFrame":
+        for stage in self.stages:
+            if stage:
+                df = df.withColumns(stage)
+        return df
+
+
+def _time_columns(frame: RawFrame, spec: _TimeSpec, cols: _Columns) -> Checks:
+    """Column ``__ts`` (+ helpers) in ``cols`` and its checks: missing, unparsable, end before start."""
     from pyspark.sql import functions as F
 
     if spec.start is None:
-        return {"__ts": F.lit(None).cast("timestamp")}, []
-    text = V.clean(frame.col(spec.start))
-    cols = {"__ts_t": text, "__ts": V.parse_timestamp(text, spec.formats)}
-    checks: Checks = [
-        (V.MISSING_TIMESTAMP, F.col("__ts_t").isNull()),
-        (V.UNPARSABLE_TIMESTAMP, F.col("__ts").isNull()),
-    ]
+        cols.value("__ts", F.lit(None).cast("timestamp"))
+        return []
+    text = cols.text("__ts_t", frame.col(spec.start))
+    ts = cols.value("__ts", V.parse_timestamp(text, spec.formats))
+    checks: Checks = [(V.MISSING_TIMESTAMP, text.isNull()), (V.UNPARSABLE_TIMESTAMP, ts.isNull())]
     if spec.end is not None:
-        cols["__te"] = V.parse_timestamp(V.clean(frame.col(spec.end)), spec.formats)
-        checks.append((V.NEGATIVE_DURATION, F.col("__te") < F.col("__ts")))
-    return cols, checks
+        te = cols.value("__te", V.parse_timestamp(cols.text("__te_t", frame.col(spec.end)), spec.formats))
+        checks.append((V.NEGATIVE_DURATION, te < ts))
+    return checks
 
 
-def _count_columns(frame: RawFrame, spec: _CountSpec) -> tuple[dict[str, "Column"], Checks]:
-    """Column ``__n`` (the trip count, 1 by default) and checks: duration and count validity."""
+def _count_columns(frame: RawFrame, spec: _CountSpec, cols: _Columns) -> Checks:
+    """Column ``__n`` (the trip count, 1 by default) in ``cols`` and checks: duration and count validity."""
     from pyspark.sql import functions as F
 
-    cols: dict[str, "Column"] = {}
     checks: Checks = []
     if spec.duration is not None:
-        text = V.clean(frame.col(spec.duration))
-        cols.update({"__dur_t": text, "__dur": V.parse_double(text)})
-        checks.append((V.INVALID_DURATION, F.col("__dur_t").isNotNull() & F.col("__dur").isNull()))
-        checks.append((V.NEGATIVE_DURATION, F.col("__dur") < 0))
+        text = cols.text("__dur_t", frame.col(spec.duration))
+        dur = cols.value("__dur", V.parse_double(text))
+        checks.append((V.INVALID_DURATION, text.isNotNull() & dur.isNull()))
+        checks.append((V.NEGATIVE_DURATION, dur < 0))
     if spec.column is None:
-        cols["__n"] = F.lit(1).cast("long")
-        return cols, checks
-    text = V.clean(frame.col(spec.column))
-    cols.update({"__n_t": text, "__n": V.parse_integer(text)})
-    checks += [
-        (V.MISSING_COUNT, F.col("__n_t").isNull()),
-        (V.INVALID_COUNT, F.col("__n").isNull()),
-        (V.NEGATIVE_COUNT, F.col("__n") < 0),
-    ]
-    return cols, checks
+        cols.value("__n", F.lit(1).cast("long"))
+        return checks
+    text = cols.text("__n_t", frame.col(spec.column))
+    n = cols.value("__n", V.parse_integer(text))
+    checks += [(V.MISSING_COUNT, text.isNull()), (V.INVALID_COUNT, n.isNull()), (V.NEGATIVE_COUNT, n < 0)]
+    return checks
 
 
 def _trip_columns(name: str, keys: bool, lonlat: bool) -> list["Column"]:
@@ -293,16 +416,15 @@ def _validate_locations(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    key = V.normalize_key(frame.col(key_col))
+    cols = _Columns()
+    key = V.key_text(cols.text("__lk_t", frame.col(key_col)))
     if strip_prefix:
         key = F.regexp_replace(key, "^" + _java_quote(strip_prefix), "")
-    x_t, y_t = V.clean(frame.col(lon_col)), V.clean(frame.col(lat_col))
-    df = frame.df.withColumns(
-        {
-            "__lk": key, "__lx_t": x_t, "__ly_t": y_t, "__lx": V.parse_double(x_t), "__ly": V.parse_double(y_t),
-            "__ord": F.monotonically_increasing_id(),
-        }
-    )
+    cols.value("__lk", key)
+    for short, col in (("__lx", lon_col), ("__ly", lat_col)):
+        cols.value(short, V.parse_double(cols.text(f"{short}_t", frame.col(col))))
+    cols.value("__ord", F.monotonically_increasing_id())
+    df = cols.apply(frame.df)
     point = Endpoint(F.col("__lx_t"), F.col("__ly_t"), F.col("__lx"), F.col("__ly"), F.col("__lx"), F.col("__ly"))
     own = V.first_reason([(V.MISSING_KEY, F.col("__lk").isNull())] + V.coordinate_checks([point], extent))
     first = Window.partitionBy("__lk").orderBy(F.col("__own").isNotNull(), F.col("__ord"))
@@ -328,24 +450,21 @@ def _keyed_trips(
     count: _CountSpec,
     name: str,
     *,
-    extra: Mapping[str, "Column"] | None = None,
+    cols: _Columns | None = None,
     time_checks: Checks = (),  # type: ignore[assignment]
 ) -> V.Split:
     """Trips whose endpoints are keys of ``locs``: unknown keys and unusable locations are rejected.
 
-    ``time=None``: ``extra`` defines ``__ts`` and ``time_checks`` validate it.
+    ``time=None``: ``cols`` already defines ``__ts`` and ``time_checks`` validate it.
     """
     from pyspark.sql import functions as F
 
-    cols: dict[str, "Column"] = {"__ok": V.normalize_key(frame.col(o_col)), "__dk": V.normalize_key(frame.col(d_col))}
-    checks: Checks = []
+    cols = cols or _Columns()
+    o_key, d_key = cols.key("__ok", frame.col(o_col)), cols.key("__dk", frame.col(d_col))
     if time is not None:
-        time_cols, time_checks = _time_columns(frame, time)
-        cols.update(time_cols)
-    count_cols, count_checks = _count_columns(frame, count)
-    cols.update(count_cols)
-    cols.update(extra or {})
-    df = frame.df.withColumns(cols)
+        time_checks = _time_columns(frame, time, cols)
+    count_checks = _count_columns(frame, count, cols)
+    df = cols.apply(frame.df)
     for end in ("o", "d"):
         lookup = F.broadcast(
             locs.status.select(
@@ -354,7 +473,7 @@ def _keyed_trips(
         )
         df = df.join(lookup, F.col(f"__{end}k") == F.col(f"__{end}k_j"), "left")
     checks = [
-        (V.MISSING_KEY, F.col("__ok").isNull() | F.col("__dk").isNull()),
+        (V.MISSING_KEY, o_key.isNull() | d_key.isNull()),
         (unknown_reason, F.col("__of").isNull() | F.col("__df").isNull()),
         (F.col("__os"), F.col("__os").isNotNull()),
         (F.col("__ds"), F.col("__ds").isNotNull()),
@@ -376,18 +495,20 @@ def _point_trips(
     from pyspark.sql import functions as F
 
     convert = crs is not None and not is_wgs84(crs)
-    cols: dict[str, "Column"] = {}
+    cols = _Columns()
     for short, col in zip(("__ox", "__oy", "__dx", "__dy"), coords):
-        text = V.clean(frame.col(col))
-        cols.update({f"{short}_t": text, short: V.parse_double(text)})
+        cols.value(short, V.parse_double(cols.text(f"{short}_t", frame.col(col))))
     if not convert:
-        cols.update({"__olon": cols["__ox"], "__olat": cols["__oy"], "__dlon": cols["__dx"], "__dlat": cols["__dy"]})
-    o_key, d_key = keys
-    cols["__ok"] = V.normalize_key(frame.col(o_key)) if o_key else F.lit(None).cast("string")
-    cols["__dk"] = V.normalize_key(frame.col(d_key)) if d_key else F.lit(None).cast("string")
-    time_cols, time_checks = _time_columns(frame, time)
-    count_cols, count_checks = _count_columns(frame, count)
-    df = frame.df.withColumns({**cols, **time_cols, **count_cols})
+        for short, lonlat in (("__ox", "__olon"), ("__oy", "__olat"), ("__dx", "__dlon"), ("__dy", "__dlat")):
+            cols.derived(lonlat, F.col(short))
+    for short, key in zip(("__ok", "__dk"), keys):
+        if key:
+            cols.key(short, frame.col(key))
+        else:
+            cols.value(short, F.lit(None).cast("string"))
+    time_checks = _time_columns(frame, time, cols)
+    count_checks = _count_columns(frame, count, cols)
+    df = cols.apply(frame.df)
     if convert:
         df = to_lonlat(df, [("__ox", "__oy", "__olon", "__olat"), ("__dx", "__dy", "__dlon", "__dlat")], crs=crs)
     points = [
@@ -608,19 +729,19 @@ class SignalingOdTripSource(TripSource):
         locs = _zone_locations(spark, opts["zones_path"], opts["zone_id_column"], opts["zones_crs"], extent, name)
         formats = _formats(opts["date_format"], self.date_formats)
         # start_ts = date + hour; an hour outside 0-23 makes the timestamp unparsable.
-        date_t = V.clean(frame.col(cols["date_column"]))
-        hour_t = V.clean(frame.col(cols["hour_column"]))
-        hour = V.parse_integer(hour_t)
-        hour_ok = hour.between(0, 23)
-        date = V.parse_timestamp(date_t, formats)
-        ts = F.when(hour_ok, F.timestamp_seconds(date.cast("long") + hour * 3600))
+        time = _Columns()
+        date_t = time.text("__date_t", frame.col(cols["date_column"]))
+        hour_t = time.text("__hour_t", frame.col(cols["hour_column"]))
+        hour = time.value("__hour", V.parse_integer(hour_t))
+        date = time.value("__date", V.parse_timestamp(date_t, formats))
+        ts = time.derived("__ts", F.when(hour.between(0, 23), F.timestamp_seconds(date.cast("long") + hour * 3600)))
         time_checks: Checks = [
             (V.MISSING_TIMESTAMP, date_t.isNull() | hour_t.isNull()),
-            (V.UNPARSABLE_TIMESTAMP, F.col("__ts").isNull()),
+            (V.UNPARSABLE_TIMESTAMP, ts.isNull()),
         ]
         split = _keyed_trips(
             frame, cols["o_column"], cols["d_column"], locs, V.UNKNOWN_ZONE, None,
-            _CountSpec(column=cols["count_column"]), name, extra={"__ts": ts}, time_checks=time_checks,
+            _CountSpec(column=cols["count_column"]), name, cols=time, time_checks=time_checks,
         )
         return _result(split, frame, name, locs=locs)
 
@@ -642,22 +763,17 @@ class ZoneOdTripSource(TripSource):
     )
 
     def _read(self, spark, path, opts, extent, name):  # type: ignore[no-untyped-def]
-        from pyspark.sql import functions as F
-
         frame = read_delimited(spark, path, sep=opts["sep"], encoding=opts["encoding"])
         o_col = frame.require(opts["o_column"], what="column (option o_column)")
         d_col = frame.require(opts["d_column"], what="column (option d_column)")
         n_col = frame.require(opts["count_column"], what="column (option count_column)")
         t_col = frame.require(opts["time_column"]) if opts["time_column"] else None
-        time_cols, time_checks = _time_columns(frame, _TimeSpec(t_col, None, _formats(opts["timestamp_format"])))
-        count_cols, count_checks = _count_columns(frame, _CountSpec(column=n_col))
-        df = frame.df.withColumns(
-            {
-                "__ok": V.normalize_key(frame.col(o_col)), "__dk": V.normalize_key(frame.col(d_col)),
-                **time_cols, **count_cols,
-            }
-        )
-        checks: Checks = [(V.MISSING_KEY, F.col("__ok").isNull() | F.col("__dk").isNull())]
+        cols = _Columns()
+        o_key, d_key = cols.key("__ok", frame.col(o_col)), cols.key("__dk", frame.col(d_col))
+        time_checks = _time_columns(frame, _TimeSpec(t_col, None, _formats(opts["timestamp_format"])), cols)
+        count_checks = _count_columns(frame, _CountSpec(column=n_col), cols)
+        df = cols.apply(frame.df)
+        checks: Checks = [(V.MISSING_KEY, o_key.isNull() | d_key.isNull())]
         split = _finish(df, frame, checks + time_checks + count_checks, name, keys=True, lonlat=False)
         return _result(split, frame, name, keys_are_regions=True)
 

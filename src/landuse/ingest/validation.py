@@ -11,14 +11,15 @@ default parser policy).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
 from landuse.ingest.errors import IngestError
 from landuse.spark.schemas import RAW, REASON, REJECTS_SCHEMA, SOURCE
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import Column, DataFrame, Observation
     from pyspark.sql.types import StructType
 
 # --- reject reasons (short snake_case; the first failing check wins) ---
@@ -108,14 +109,21 @@ def parse_integer(text: "Column") -> "Column":
     """Integer text (see :func:`integer_ok`) -> long; anything else -> null."""
     from pyspark.sql import functions as F
 
-    return F.when(integer_ok(text), F.regexp_extract(text, r"^([+-]?\d+)", 1).cast("long"))
+    # A plain integer (no ".0" tail) is cast as is; the regex rules out anything a cast would reject.
+    whole = F.when(text.contains("."), F.regexp_extract(text, r"^([+-]?\d+)", 1)).otherwise(text)
+    return F.when(integer_ok(text), whole.cast("long"))
 
 
 def normalize_key(text: "Column") -> "Column":
     """Location/region key text: trimmed, and integral float spellings (``12.0``) written as ``12``."""
+    return key_text(clean(text))
+
+
+def key_text(cleaned: "Column") -> "Column":
+    """:func:`normalize_key` of text already cleaned (:func:`clean`)."""
     from pyspark.sql import functions as F
 
-    return F.regexp_replace(clean(text), r"^(-?\d+)\.0+$", "$1")
+    return F.when(cleaned.contains("."), F.regexp_replace(cleaned, r"^(-?\d+)\.0+$", "$1")).otherwise(cleaned)
 
 
 _TOKEN_RE = re.compile(r"'[^']*'|([A-Za-z])\1*|.", re.S)
@@ -252,21 +260,93 @@ def first_reason(checks: Sequence[tuple["str | Column", "Column"]]) -> "Column":
     return expr  # type: ignore[return-value]
 
 
+REASON_COL = "__reason"  # the tagged rows' reason column (null = kept)
+
+
 @dataclass(frozen=True)
 class Split:
-    """Rows of one table split by reason: kept rows, rejects, and the reason of every row read."""
+    """Rows of one table tagged with their reason: kept rows, rejects and reasons are views of one plan.
 
-    kept: "DataFrame"
-    rejects: "DataFrame"  # REJECTS_SCHEMA
-    reasons: "DataFrame"  # one column ``reason``, one row per row read; null = kept
+    ``tagged`` holds every row read with its first failing reason in :data:`REASON_COL` (null =
+    kept). Nothing is persisted: each view is a lazy projection of ``tagged``, so writing the kept
+    rows is one pass over the input, and the rejects cost a second pass only when there are any
+    (see :meth:`observed`).
+    """
+
+    tagged: "DataFrame"
+    kept_columns: tuple["Column", ...]
+    raw: "Column"  # the original row as a struct (the rejects' JSON)
+    source: str
+    schema: "StructType | None" = None  # kept rows conformed to it
+
+    @property
+    def kept(self) -> "DataFrame":
+        """The kept rows, projected to the kept columns (conformed to ``schema`` when set)."""
+        from pyspark.sql import functions as F
+
+        kept = self.tagged.filter(F.col(REASON_COL).isNull()).select(*self.kept_columns)
+        return conform(kept, self.schema) if self.schema is not None else kept
+
+    @property
+    def rejects(self) -> "DataFrame":
+        """Rejected rows as ``REJECTS_SCHEMA``: source, reason, the raw row as JSON (nulls kept)."""
+        from pyspark.sql import functions as F
+
+        bad = self.tagged.filter(F.col(REASON_COL).isNotNull()).select(
+            F.lit(self.source).alias(SOURCE),
+            F.col(REASON_COL).alias(REASON),
+            F.to_json(self.raw, {"ignoreNullFields": "false"}).alias(RAW),
+        )
+        return conform(bad, REJECTS_SCHEMA)
+
+    @property
+    def reasons(self) -> "DataFrame":
+        """One column ``reason``, one row per row read; null = kept."""
+        from pyspark.sql import functions as F
+
+        return self.tagged.select(F.col(REASON_COL).alias(REASON))
 
     def conformed(self, schema: "StructType") -> "Split":
         """The same split with ``kept`` conformed to ``schema``."""
-        return Split(conform(self.kept, schema), self.rejects, self.reasons)
+        return replace(self, schema=schema)
 
     def tally(self) -> tuple[int, dict[str, int]]:
         """(kept, rejected by reason); see :func:`tally_reasons`."""
         return tally_reasons(self.reasons)
+
+    def observed(self) -> "ObservedSplit":
+        """Kept rows and rejects that count themselves while the kept rows are written (one pass)."""
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
+        counts, written = Observation(f"tagged_{uuid.uuid4().hex}"), Observation(f"kept_{uuid.uuid4().hex}")
+        tagged = self.tagged.observe(
+            counts,
+            F.count(F.lit(1)).alias("rows"),
+            F.count(F.when(F.col(REASON_COL).isNotNull(), 1)).alias("rejected"),
+        )
+        split = replace(self, tagged=tagged)
+        kept = split.kept.observe(written, F.count(F.lit(1)).alias("kept"))
+        return ObservedSplit(kept, split.rejects, counts, written)
+
+
+@dataclass(frozen=True)
+class ObservedSplit:
+    """A split whose counts are collected by the first action that writes ``kept`` (Spark observations).
+
+    :meth:`counts` may be read only after that action ran (an observation blocks until its
+    first action has finished).
+    """
+
+    kept: "DataFrame"  # rows written; counts itself
+    rejects: "DataFrame"  # REJECTS_SCHEMA; its own pass over the input, worth running only when counts() says so
+    _tagged: "Observation"
+    _written: "Observation"
+
+    def counts(self) -> tuple[int, int, int]:
+        """(rows read, rows written as kept, rows tagged with a reason) of the action that wrote ``kept``."""
+        tagged, written = self._tagged.get, self._written.get
+        return int(tagged["rows"]), int(written["kept"]), int(tagged["rejected"])
 
 
 def tally_reasons(reasons: "DataFrame") -> tuple[int, dict[str, int]]:
@@ -284,26 +364,18 @@ def split_rows(
     source: str,
     reason_prefix: str = "",
 ) -> Split:
-    """Split rows by ``reason`` into kept rows (projected to ``kept``) and rejects (``REJECTS_SCHEMA``).
+    """Tag every row of ``df`` with ``reason`` (null = kept) and split it: see :class:`Split`.
 
-    ``raw`` is the original row as a struct; it is written as JSON text with nulls kept.
+    ``kept`` are the kept rows' columns; ``raw`` is the original row as a struct, written as JSON
+    text with nulls kept for rejected rows. The reason is computed once per row as a column of
+    the tagged rows; kept rows, rejects and reasons filter on that column.
     """
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    # Persisted: kept rows, rejects and the reason tally are three actions over the same parsed
-    # and validated rows; without it each re-reads and re-validates the raw files. Callers release
-    # it with ``spark.catalog.clearCache()`` (the ingest stage does) or ``unpersist``.
     tagged = df.withColumn(
-        "__reason", F.when(reason.isNotNull(), F.concat(F.lit(reason_prefix), reason)) if reason_prefix else reason
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    good = tagged.filter(F.col("__reason").isNull()).select(*kept)
-    bad = tagged.filter(F.col("__reason").isNotNull()).select(
-        F.lit(source).alias(SOURCE),
-        F.col("__reason").alias(REASON),
-        F.to_json(raw, {"ignoreNullFields": "false"}).alias(RAW),
+        REASON_COL, F.when(reason.isNotNull(), F.concat(F.lit(reason_prefix), reason)) if reason_prefix else reason
     )
-    return Split(good, conform(bad, REJECTS_SCHEMA), tagged.select(F.col("__reason").alias(REASON)))
+    return Split(tagged, tuple(kept), raw, source)
 
 
 def conform(df: "DataFrame", schema: "StructType") -> "DataFrame":

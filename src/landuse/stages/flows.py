@@ -9,9 +9,10 @@ through the spatial-join engine. Endpoints in no region are counted, never dropp
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
-from landuse.config import Config, ConfigError
+from landuse.config import ConfigError
 from landuse.manifest import read_manifest
 from landuse.runner import Stage, StageContext
 from landuse.spark.io import read_table, table_path, write_spark
@@ -79,13 +80,18 @@ def assign_endpoints(
 
 
 def run(ctx: StageContext) -> None:
-    """Per source: assign, filter by time, aggregate, summarise, suppress small cells; union."""
+    """Per source: filter by time, assign, aggregate once, summarise, suppress small cells; union.
+
+    Each source's trips are read and aggregated once (:func:`~landuse.features.flows.source_flows`):
+    the OD cells (unassigned endpoints included) serve both the summary and the write, and the
+    covered days are counted during the same pass, so the per-trip work (joins, spatial
+    assignment, the shuffle) runs once per source.
+    """
     from functools import reduce
 
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from landuse.features.flows import covered_days, filter_time, od_flows, summarise, suppress_small_cells
+    from landuse.features.flows import filter_time, source_flows
     from landuse.spatial.engines import make_engine
 
     spark, config = ctx.spark, ctx.config
@@ -97,35 +103,40 @@ def run(ctx: StageContext) -> None:
     regions = read_table(spark, config, T_REGIONS, "regions")
     engine = make_engine(spark)
     cfg = config.flows
+    hours = tuple(cfg.hours) if cfg.hours else None
     per_source, summaries = [], {}
     for name, meta in sources.items():
+        started = time.perf_counter()
         assigned = assign_endpoints(
             engine,
-            trips.where(F.col(SOURCE) == name),
+            filter_time(trips.where(F.col(SOURCE) == name), hours, cfg.day_type),
             locations.where(F.col(SOURCE) == name),
             regions,
             crs,
             keys_are_regions=bool(meta.get("keys_are_regions")),
             has_locations=bool(meta.get("has_locations")),
         )
-        hours = tuple(cfg.hours) if cfg.hours else None
-        assigned = filter_time(assigned, hours, cfg.day_type).persist(StorageLevel.MEMORY_AND_DISK)
-        days = covered_days(assigned) or (cfg.days or 0)
-        if days <= 0:
+        try:
+            # One pass over the source's trips: OD cells, their summary and the covered days.
+            result = source_flows(assigned, cfg.min_cell_count, default_days=cfg.days or 0)
+        except ValueError:
             raise ConfigError(
                 f"flows.days: source {name!r} has no dated trips; set flows.days to the number of days it covers"
-            )
-        flows = od_flows(assigned, days)
-        summary = summarise(assigned, flows, days, cfg.min_cell_count)
-        per_source.append(suppress_small_cells(flows, cfg.min_cell_count).withColumn(SOURCE, F.lit(name)))
-        summaries[name] = summary.as_dict()
-        log.info("flows %s: %s", name, summary.as_dict())
+            ) from None
+        per_source.append(result)
+        summaries[name] = result.summary.as_dict()
+        log.info("flows %s: %s (%.1f s)", name, result.summary.as_dict(), time.perf_counter() - started)
     if not per_source:
         raise ConfigError("inputs.trips: the flows stage needs at least one trip source")
-    union = reduce(lambda a, b: a.unionByName(b), per_source)
-    write_spark(union.select(SOURCE, *[c for c in union.columns if c != SOURCE]), ctx.out(T_FLOWS))
+    union = reduce(lambda a, b: a.unionByName(b), [r.flows.withColumn(SOURCE, F.lit(n)) for n, r in zip(sources, per_source)])
+    started = time.perf_counter()
+    try:
+        write_spark(union.select(SOURCE, *[c for c in union.columns if c != SOURCE]), ctx.out(T_FLOWS))
+        log.info("flows: written in %.1f s", time.perf_counter() - started)
+    finally:
+        for result in per_source:
+            result.release()
     ctx.summary.update(flows=summaries, hours=list(cfg.hours) if cfg.hours else None, day_type=cfg.day_type)
-    spark.catalog.clearCache()
 
 
 STAGE = Stage(

@@ -8,6 +8,8 @@ rows in = kept + rejected (checked). Rows outside the study extent are rejected:
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from pathlib import Path
 
 from landuse.config import Config
@@ -55,46 +57,87 @@ def outputs(config: Config) -> dict[str, Path]:
 
 
 def run(ctx: StageContext) -> None:
-    """Read, validate and write every source; account for every row."""
+    """Read, validate and write every source in one pass over its rows; account for every row.
+
+    The kept rows of every source are validated and written by one Spark job (trips; then the
+    small location tables), counting rows read, kept and rejected as they go (Spark observations).
+    Only a source with rejected rows is read a second time, to write its rejects; the rejects are
+    counted by reason from the table as written. Nothing is cached.
+    """
     from functools import reduce
 
-    from landuse.ingest.pois import read_pois
     from landuse.ingest.quarantine import log_summaries
     from landuse.ingest.trips import read_trips
 
     spark, config = ctx.spark, ctx.config
     extent = study_extent(config)
-    summaries, sources = [], {}
-    trips, locations = [], []
+    summaries, sources, observed = [], {}, []
     for name, source in config.inputs.trips.items():
         result = read_trips(spark, source, extent, name=name)
-        trips.append(result.trips)
-        if result.locations is not None:
-            locations.append(result.locations)
-        write_spark(result.rejects, ctx.out(f"{T_REJECTS}/{name}"), partitions=1)
-        summaries += result.summaries()
+        observed.append(result.observed())
         sources[name] = {
             "adapter": source.adapter,
             "keys_are_regions": result.keys_are_regions,
-            "has_locations": result.locations is not None,
+            "has_locations": result.location_split is not None,
         }
-    empty_trips = spark.createDataFrame([], TRIPS_SCHEMA)
-    empty_locations = spark.createDataFrame([], LOCATIONS_SCHEMA)
-    write_spark(reduce(lambda a, b: a.unionByName(b), trips, empty_trips), ctx.out(T_TRIPS))
-    write_spark(reduce(lambda a, b: a.unionByName(b), locations, empty_locations), ctx.out(T_LOCATIONS), partitions=1)
+
+    def union(frames, schema):  # type: ignore[no-untyped-def]
+        return reduce(lambda a, b: a.unionByName(b), frames, spark.createDataFrame([], schema))
+
+    # One job reads, validates and writes every source's kept trips, counting rows as it goes.
+    started = time.perf_counter()
+    write_spark(union([r.trips for r in observed], TRIPS_SCHEMA), ctx.out(T_TRIPS))
+    write_spark(union([r.locations for r in observed if r.locations is not None], LOCATIONS_SCHEMA), ctx.out(T_LOCATIONS))
+    timings = {"trips_s": round(time.perf_counter() - started, 2)}
+    log.info("ingest: trips and locations validated and written in %.1f s", timings["trips_s"])
+    for done in observed:
+        rejects = done.rejects()  # None: no rejected row, so no second pass over the input
+        out = ctx.out(f"{T_REJECTS}/{done.result.name}")
+        by_reason = _write_rejects(spark, rejects, out)
+        summaries += done.summaries(by_reason)
     if config.inputs.pois is not None:
-        pois = read_pois(spark, config.inputs.pois, extent, name=POI_SOURCE)
-        write_spark(pois.pois, ctx.out(T_POIS))
-        write_spark(pois.rejects, ctx.out(f"{T_REJECTS}/{POI_SOURCE}"), partitions=1)
-        summaries.append(pois.summary())
+        started = time.perf_counter()
+        summaries.append(_ingest_pois(ctx, extent))
+        timings["pois_s"] = round(time.perf_counter() - started, 2)
+        log.info("ingest: POIs validated and written in %.1f s", timings["pois_s"])
         sources[POI_SOURCE] = {"adapter": config.inputs.pois.adapter}
     log_summaries(summaries, log)
-    spark.catalog.clearCache()  # the validated rows persisted by landuse.ingest.validation
     ctx.summary.update(
         extent_lonlat=[extent.min_lon, extent.min_lat, extent.max_lon, extent.max_lat],
         sources=sources,
         ingest=[s.to_dict() for s in summaries],
+        timings=timings,  # seconds: trips (+ locations and their counts), POIs
     )
+
+
+def _write_rejects(spark, rejects, directory: Path) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Write a rejects table (None: an empty one); its rows per reason, counted from the table as written."""
+    from landuse.ingest.quarantine import write_empty_rejects, written_reason_counts
+
+    if rejects is None:
+        write_empty_rejects(directory)
+        return {}
+    write_spark(rejects, directory)
+    return written_reason_counts(spark, directory)
+
+
+def _ingest_pois(ctx: StageContext, extent):  # type: ignore[no-untyped-def]
+    """POIs: the kept rows written once (counting themselves); rejects read only when rows were rejected."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    from landuse.ingest.pois import PoiIngestSummary, read_pois
+
+    spark, config = ctx.spark, ctx.config
+    pois = read_pois(spark, config.inputs.pois, extent, name=POI_SOURCE)
+    written = Observation(f"pois_{uuid.uuid4().hex}")
+    write_spark(pois.pois.observe(written, F.count(F.lit(1)).alias("kept")), ctx.out(T_POIS))
+    kept = int(written.get["kept"])
+    rows_in = pois.raw.count()  # the input rows (a plain count of the file: no parsing, no validation)
+    by_reason = _write_rejects(spark, pois.rejects if rows_in != kept else None, ctx.out(f"{T_REJECTS}/{POI_SOURCE}"))
+    return PoiIngestSummary(
+        POI_SOURCE, T_POIS, pois.path, rows_in, kept, sum(by_reason.values()), by_reason, tuple(pois.notes)
+    ).check()
 
 
 def inputs(config: Config) -> list[Path]:
