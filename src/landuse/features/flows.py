@@ -196,7 +196,7 @@ def source_flows(assigned: DataFrame, min_count: int, days: int | None = None, d
     try:
         summary = summarise_cells(cells, days or 1, min_count)  # computes the cells (and the dates)
         if dates is not None:
-            days = int(dates.get["days"] or 0) or default_days
+            days = int(dates.get["days"] or 0) or default_days  # the summary's action has run
             if days <= 0:
                 raise ValueError("od_flows: days must be positive (no dated trips and no flows.days configured)")
             summary = replace(summary, days=days)

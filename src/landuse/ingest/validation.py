@@ -345,8 +345,24 @@ class ObservedSplit:
 
     def counts(self) -> tuple[int, int, int]:
         """(rows read, rows written as kept, rows tagged with a reason) of the action that wrote ``kept``."""
-        tagged, written = self._tagged.get, self._written.get
+        tagged, written = observed_metrics(self._tagged), observed_metrics(self._written)
         return int(tagged["rows"]), int(written["kept"]), int(tagged["rejected"])
+
+
+def observed_metrics(observation: "Observation", timeout_s: float = 120.0) -> dict:
+    """The metrics of an observation whose action has run; :class:`IngestError` if none arrive.
+
+    (``Observation.get`` waits without limit, e.g. forever for a plan that was never executed.)
+    """
+    import threading
+
+    result: dict = {}
+    waiter = threading.Thread(target=lambda: result.update(observation.get), daemon=True)
+    waiter.start()
+    waiter.join(timeout_s)
+    if waiter.is_alive():
+        raise IngestError(f"row counts of a write were not reported within {timeout_s:.0f} s (Spark observation)")
+    return result
 
 
 def tally_reasons(reasons: "DataFrame") -> tuple[int, dict[str, int]]:

@@ -127,12 +127,13 @@ def _ingest_pois(ctx: StageContext, extent):  # type: ignore[no-untyped-def]
     from pyspark.sql import functions as F
 
     from landuse.ingest.pois import PoiIngestSummary, read_pois
+    from landuse.ingest.validation import observed_metrics
 
     spark, config = ctx.spark, ctx.config
     pois = read_pois(spark, config.inputs.pois, extent, name=POI_SOURCE)
     written = Observation(f"pois_{uuid.uuid4().hex}")
     write_spark(pois.pois.observe(written, F.count(F.lit(1)).alias("kept")), ctx.out(T_POIS))
-    kept = int(written.get["kept"])
+    kept = int(observed_metrics(written)["kept"])
     rows_in = pois.raw.count()  # the input rows (a plain count of the file: no parsing, no validation)
     by_reason = _write_rejects(spark, pois.rejects if rows_in != kept else None, ctx.out(f"{T_REJECTS}/{POI_SOURCE}"))
     return PoiIngestSummary(
