@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from landuse.config import Config, ConfigError
 from landuse.manifest import is_committed
-from landuse.storage import parquet_files, parquet_metadata, read_parquet, write_parquet
+from landuse.storage import is_local, parquet_files, parquet_metadata, read_parquet, write_parquet
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -37,7 +37,9 @@ def table_path(config: Config, name: str) -> Path:
 def require_table(config: Config, name: str, producer: str) -> Path:
     """Path of an existing table, or a one-line error saying which stage makes it."""
     path = table_path(config, name)
-    if not is_committed(path):
+    # Locally a table directory only appears by rename, complete; on an object store only its
+    # manifest (written last) says the copy is complete (landuse.manifest).
+    if not (path.is_dir() if is_local(path) else is_committed(path)):
         raise ConfigError(f"table {name} not found at {path}: run `landuse run {producer}` first")
     return path
 

@@ -131,6 +131,9 @@ def build_session(config: Config) -> "SparkSession":
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(spark_cfg.arrow_batch_size),
         "spark.ui.showConsoleProgress": "false",
+        # A generated method over the JVM's 8,000-byte JIT limit runs interpreted (measured: ingest's
+        # parse 3x slower); above this Spark splits the stage's code instead of one huge method.
+        "spark.sql.codegen.hugeMethodLimit": "8000",
         "spark.driver.memory": spark_cfg.driver_memory,
         # Executors inherit the opt-outs too (Sedona checks them in the JVM and in Python workers).
         **{f"spark.executorEnv.{k}": v for k, v in TELEMETRY_ENV.items()},

@@ -85,7 +85,7 @@ def run(ctx: StageContext) -> None:
     summary = node_manifest(table, classes)
     if config.inputs.trips:
         edges = flow_edges(read_table(ctx.spark, config, T_FLOWS, "flows"), cfg.flow_source, cfg.flow_weight)
-        write_spark(edges, ctx.out(T_EDGES_FLOW), partitions=1)
+        write_spark(edges, ctx.out(T_EDGES_FLOW))  # one row per region pair with flow: many tasks, many files
         n_edges = parquet_rows(ctx.out(T_EDGES_FLOW))
         if n_edges == 0 and cfg.flow_source is not None:
             raise ConfigError(f"assemble.flow_source: no flows for source {cfg.flow_source!r} in {table_path(config, T_FLOWS)}")

@@ -27,7 +27,7 @@ def run(ctx: StageContext) -> None:
         StorageLevel.MEMORY_AND_DISK
     )
     write_spark(assigned, ctx.out(T_POI_REGIONS))
-    write_spark(poi_counts(assigned), ctx.out(T_POI_COUNTS), partitions=1)
+    write_spark(poi_counts(assigned), ctx.out(T_POI_COUNTS))  # per (region, level, token): spread over tasks
     row = assigned.agg(
         F.count(F.lit(1)).alias("n"),
         F.sum(F.col(REGION_ID).isNull().cast("long")).alias("outside"),
