@@ -5,16 +5,68 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from landuse.features.flows import (
-    covered_days,
+    NO_DAYS,
+    TRIPS,
+    FlowSummary,
     filter_time,
-    od_flows,
+    flows_from_cells,
+    od_cells,
     source_flows,
-    summarise,
     suppress_small_cells,
 )
+from landuse.spark.schemas import COUNT, D_REGION, O_REGION, START_TS
+
+# Reference implementations (two passes over the trips, as the stage did before source_flows):
+# the one-pass results must equal them.
+
+
+def covered_days(trips: DataFrame) -> int:
+    """Number of distinct calendar dates (UTC) among the trips' start times (0 when none)."""
+    row = trips.where(F.col(START_TS).isNotNull()).agg(F.countDistinct(F.to_date(START_TS)).alias("d")).first()
+    return int(row["d"] or 0) if row else 0
+
+
+def od_flows(trips: DataFrame, days: int) -> DataFrame:
+    """Aggregate assigned trips into (o_region, d_region, trips, days, daily_avg, is_diagonal)."""
+    if days <= 0:
+        raise ValueError(NO_DAYS)
+    return flows_from_cells(od_cells(trips.where(F.col(O_REGION).isNotNull() & F.col(D_REGION).isNotNull())), days)
+
+
+def summarise(trips: DataFrame, flows: DataFrame, days: int, min_count: int) -> FlowSummary:
+    """Totals for the manifest: one aggregation over trips, one over flows.
+
+    (The flows stage uses :func:`source_flows`, which gets the same figures without a second
+    aggregation over trips.)
+    """
+    t = trips.agg(
+        F.coalesce(F.sum(COUNT), F.lit(0)).alias("all"),
+        F.coalesce(
+            F.sum(F.when(F.col(O_REGION).isNotNull() & F.col(D_REGION).isNotNull(), F.col(COUNT))), F.lit(0)
+        ).alias("assigned"),
+    ).first()
+    small = F.col(TRIPS) < max(min_count, 1)
+    f = flows.agg(
+        F.count(F.lit(1)).alias("cells"),
+        F.coalesce(F.sum(F.when(small, 1)), F.lit(0)).alias("cells_small"),
+        F.coalesce(F.sum(F.when(small, F.col(TRIPS))), F.lit(0)).alias("trips_small"),
+    ).first()
+    trips_in, assigned = int(t["all"]), int(t["assigned"])
+    return FlowSummary(
+        trips_in=trips_in,
+        trips_assigned=assigned,
+        trips_unassigned=trips_in - assigned,
+        days=days,
+        cells=int(f["cells"]),
+        cells_suppressed=int(f["cells_small"]) if min_count > 1 else 0,
+        trips_suppressed=int(f["trips_small"]) if min_count > 1 else 0,
+    )
+
+
 
 COLS = "source string, o_region long, d_region long, start_ts timestamp, count long"
 

@@ -26,6 +26,9 @@ IS_DIAGONAL = "is_diagonal"
 DayType = Literal["all", "weekday", "weekend"]
 
 
+NO_DAYS = "od_flows: days must be positive (no dated trips and no flows.days configured)"
+
+
 @dataclass(frozen=True)
 class FlowSummary:
     """Trip totals behind a flows table: in = assigned + unassigned; suppressed cells counted."""
@@ -61,12 +64,6 @@ def filter_time(trips: DataFrame, hours: tuple[int, int] | None = None, day_type
     return out
 
 
-def covered_days(trips: DataFrame) -> int:
-    """Number of distinct calendar dates (UTC) among the trips' start times (0 when none)."""
-    row = trips.where(F.col(START_TS).isNotNull()).agg(F.countDistinct(F.to_date(START_TS)).alias("d")).first()
-    return int(row["d"] or 0) if row else 0
-
-
 def od_cells(trips: DataFrame) -> DataFrame:
     """Trips summed per ``(o_region, d_region)``, unassigned endpoints (NULL) included: the one aggregation over trips.
 
@@ -79,7 +76,7 @@ def od_cells(trips: DataFrame) -> DataFrame:
 def flows_from_cells(cells: DataFrame, days: int) -> DataFrame:
     """(o_region, d_region, trips, days, daily_avg, is_diagonal) from :func:`od_cells` (assigned cells only)."""
     if days <= 0:
-        raise ValueError("od_flows: days must be positive (no dated trips and no flows.days configured)")
+        raise ValueError(NO_DAYS)
     return (
         cells.where(F.col(O_REGION).isNotNull() & F.col(D_REGION).isNotNull())
         .withColumn(DAYS, F.lit(days).cast("int"))
@@ -88,53 +85,16 @@ def flows_from_cells(cells: DataFrame, days: int) -> DataFrame:
     )
 
 
-def od_flows(trips: DataFrame, days: int) -> DataFrame:
-    """Aggregate assigned trips into (o_region, d_region, trips, days, daily_avg, is_diagonal)."""
-    if days <= 0:
-        raise ValueError("od_flows: days must be positive (no dated trips and no flows.days configured)")
-    return flows_from_cells(od_cells(trips.where(F.col(O_REGION).isNotNull() & F.col(D_REGION).isNotNull())), days)
-
-
 def suppress_small_cells(flows: DataFrame, min_count: int) -> DataFrame:
     """Drop OD cells with fewer than ``min_count`` trips from an exported table (privacy, k-anonymity style).
 
-    ``min_count <= 1`` keeps everything. Suppressed totals are reported by :func:`summarise`.
+    ``min_count <= 1`` keeps everything. Suppressed totals are reported by :func:`summarise_cells`.
     """
     return flows if min_count <= 1 else flows.where(F.col(TRIPS) >= min_count)
 
 
-def summarise(trips: DataFrame, flows: DataFrame, days: int, min_count: int) -> FlowSummary:
-    """Totals for the manifest: one aggregation over trips, one over flows.
-
-    (The flows stage uses :func:`source_flows`, which gets the same figures without a second
-    aggregation over trips.)
-    """
-    t = trips.agg(
-        F.coalesce(F.sum(COUNT), F.lit(0)).alias("all"),
-        F.coalesce(
-            F.sum(F.when(F.col(O_REGION).isNotNull() & F.col(D_REGION).isNotNull(), F.col(COUNT))), F.lit(0)
-        ).alias("assigned"),
-    ).first()
-    small = F.col(TRIPS) < max(min_count, 1)
-    f = flows.agg(
-        F.count(F.lit(1)).alias("cells"),
-        F.coalesce(F.sum(F.when(small, 1)), F.lit(0)).alias("cells_small"),
-        F.coalesce(F.sum(F.when(small, F.col(TRIPS))), F.lit(0)).alias("trips_small"),
-    ).first()
-    trips_in, assigned = int(t["all"]), int(t["assigned"])
-    return FlowSummary(
-        trips_in=trips_in,
-        trips_assigned=assigned,
-        trips_unassigned=trips_in - assigned,
-        days=days,
-        cells=int(f["cells"]),
-        cells_suppressed=int(f["cells_small"]) if min_count > 1 else 0,
-        trips_suppressed=int(f["trips_small"]) if min_count > 1 else 0,
-    )
-
-
 def summarise_cells(cells: DataFrame, days: int, min_count: int) -> FlowSummary:
-    """:func:`summarise` from :func:`od_cells` alone: one small aggregation over the cells."""
+    """The flow totals for the manifest from :func:`od_cells` alone: one small aggregation over the cells."""
     assigned = F.col(O_REGION).isNotNull() & F.col(D_REGION).isNotNull()
     small = assigned & (F.col(TRIPS) < max(min_count, 1))
     row = cells.agg(
@@ -191,14 +151,14 @@ def source_flows(assigned: DataFrame, min_count: int, days: int | None = None, d
         dates = Observation(f"flow_days_{uuid.uuid4().hex}")
         assigned = assigned.observe(dates, F.size(F.collect_set(F.to_date(F.col(START_TS)))).alias("days"))
     elif days <= 0:
-        raise ValueError("od_flows: days must be positive (no dated trips and no flows.days configured)")
+        raise ValueError(NO_DAYS)
     cells = od_cells(assigned).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         summary = summarise_cells(cells, days or 1, min_count)  # computes the cells (and the dates)
         if dates is not None:
             days = int(dates.get["days"] or 0) or default_days  # the summary's action has run
             if days <= 0:
-                raise ValueError("od_flows: days must be positive (no dated trips and no flows.days configured)")
+                raise ValueError(NO_DAYS)
             summary = replace(summary, days=days)
     except BaseException:
         cells.unpersist()
