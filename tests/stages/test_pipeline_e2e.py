@@ -168,19 +168,17 @@ def test_node_features_match_source_tables(synthetic_run) -> None:
 FRESH_PROCESS_CHECK = """
 import json, sys, mlflow, torch
 from landuse.data.reader import load_graph
+from landuse.serving.pyfunc import load_region_model, table_for_graph
 from landuse.training.metrics import kl_loss
-from landuse.training.protocol import model_input
 uri, tables, name = sys.argv[1], sys.argv[2], sys.argv[3]
 mlflow.set_tracking_uri(uri); mlflow.set_registry_uri(uri)
-model = mlflow.pytorch.load_model(f"models:/{name}@champion")
+model, spec = load_region_model(f"models:/{name}@champion")
 version = mlflow.MlflowClient().get_model_version_by_alias(name, "champion")
-meta = mlflow.models.get_model_info(f"models:/{name}@champion").metadata
 split = mlflow.artifacts.load_dict(f"runs:/{version.tags['run_id']}/model_split.json")
-graph = load_graph(tables, classes=meta["classes"], edges=())
-with torch.no_grad():
-    logits = model(model_input(graph, meta["features"], meta.get("presence", False), meta.get("spatial_lag", 0)))
+graph = load_graph(tables, classes=list(spec.classes), edges=spec.edge_sets)
+probs = torch.tensor(model.predict(table_for_graph(graph, spec))[list(spec.classes)].to_numpy(), dtype=torch.float32)
 val = torch.as_tensor(split["val"])
-print(json.dumps({"kl": kl_loss(logits[val], graph.y[val]).item(), "logged": float(version.tags["val_kl"])}))
+print(json.dumps({"kl": kl_loss(torch.log(probs[val]), graph.y[val]).item(), "logged": float(version.tags["val_kl"])}))
 """
 
 
@@ -268,11 +266,19 @@ def test_training_tracking_registry_predict(synthetic_run, repo_root: Path) -> N
     check = json.loads(out.stdout.strip().splitlines()[-1])
     assert abs(check["kl"] - check["logged"]) <= 1e-5
 
-    # a worse model is registered but does not take the alias
+    # `train` registers under a key of its own (another experiment): champion of that key, while
+    # plain `champion` stays with the ablation's key; a worse train model then moves nothing
+    from landuse.training.tracking import champion_alias, champions
+
+    name = config.training.registered_model
+    _, _, second = run_experiment(config, "train")
+    assert second["version"] == "2" and second["champion"] and second["comparability_key"] != model["comparability_key"]
     worse = load_config(repo_root / f"conf/synthetic_{profile}.yaml", overrides + ["training.epochs=1"])
-    _, _, second = run_experiment(worse, "train")
-    assert second["version"] == "2" and not second["champion"]
-    assert str(client.get_model_version_by_alias(config.training.registered_model, "champion").version) == "1"
+    _, _, third = run_experiment(worse, "train")
+    assert third["version"] == "3" and not third["champion"] and third["comparability_key"] == second["comparability_key"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(name, champion_alias(second["comparability_key"])).version) == "2"
+    assert {row["key"] for row in champions(name)} == {model["comparability_key"], second["comparability_key"]}
 
     # prediction from the champion: distributions, dominant class, entropy; Parquet + GeoJSON
     code = predict_main(["--config", str(repo_root / f"conf/synthetic_{profile}.yaml"), *overrides])

@@ -182,19 +182,21 @@ def test_train_falls_back_to_a_runnable_variant(city, caplog) -> None:
 
 
 def test_an_ensemble_with_label_lag_registers_and_predicts(city, capsys) -> None:
-    """training.ensemble + label_lag: the registered model is one pt2 module; predict rebuilds its input."""
+    """training.ensemble + label_lag: the registered region model rebuilds the ensemble and its input
+    (the labels column of the region table)."""
     import mlflow
 
     from landuse.entrypoints.predict import main as predict_main
     from landuse.entrypoints.train import main as train_main
+    from landuse.serving.pyfunc import load_region_model
 
     path, config = city
     extra = ["training.variant=SAGE_adj2", "training.ensemble=2", "training.label_lag=true",
              "training.registered_model=sparse-ensemble", "mlflow.experiment=ensemble"]
     assert train_main(["--config", str(path), *extra]) == 0
     mlflow.set_tracking_uri(config.mlflow_uri)
-    meta = mlflow.models.get_model_info("models:/sparse-ensemble@champion").metadata
-    assert meta["variant"] == "SAGE_adj2" and meta["label_lag"] is True
+    _, spec = load_region_model("models:/sparse-ensemble@champion")
+    assert spec.variant == "SAGE_adj2" and spec.label_lag and spec.network["ensemble"] == 2
     assert predict_main(["--config", str(path), *extra]) == 0
     predictions = pq.read_table(config.tables_dir / "predictions").to_pandas()
     assert len(predictions) == 60 and np.allclose(predictions[list(CLASSES)].sum(axis=1), 1.0, atol=1e-5)

@@ -23,7 +23,8 @@ truncated by gensim (its ``MAX_DOCUMENT_LEN``, in both modes).
 Determinism: with ``workers=1`` and a fixed ``seed`` two runs give identical vectors, also across
 processes with different ``PYTHONHASHSEED``. gensim 4 seeds the initial vectors from ``seed`` through
 ``np.random.default_rng`` and the training randomness from a ``RandomState(seed)``; its ``hashfxn``
-(Python's salted ``hash``) only seeds vectors made by ``seeded_vector``/``infer_vector``. The
+(Python's salted ``hash``) only seeds vectors made by ``seeded_vector``/``infer_vector``, and
+:meth:`PoiModel.infer` swaps it for CRC-32. The
 vocabulary order is frequency then first occurrence, and documents are in region_id order, so
 nothing depends on hashing or on Spark's partitioning.
 
@@ -34,9 +35,11 @@ and :meth:`PoiModel.infer` embeds the tour of a new region (``infer_vector``).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,15 +197,28 @@ class PoiModel:
     def infer(self, tokens: Sequence[object], epochs: int | None = None, seed: int | None = None) -> np.ndarray:
         """A vector for a new region's tour (tokens in tour order; :func:`encode_token` is applied).
 
-        gensim's ``infer_vector`` starts from a vector seeded by Python's salted ``hash`` of the words
-        and draws from the model's RNG, so repeated calls differ slightly; ``seed`` resets that RNG
-        (reproducible within a process with a fixed ``PYTHONHASHSEED``); more ``epochs`` (default: the
-        training epochs) make it more stable. Tokens never seen in training are ignored.
+        gensim's ``infer_vector`` starts from a vector seeded by a hash of the words and draws from the
+        model's RNG; ``seed`` resets that RNG, and the starting vector is seeded by CRC-32 instead of
+        Python's salted ``hash`` (gensim's default), so the same tour gives the same vector in every
+        process. More ``epochs`` (default: the training epochs) make it more stable. Tokens never
+        seen in training are ignored.
         """
+        from unittest import mock
+
+        from gensim.models import doc2vec as gensim_doc2vec
+
         if seed is not None:
             self.model.random = np.random.RandomState(int(seed))
         words = [encode_token(t) for t in tokens if t is not None]
-        return np.asarray(self.model.infer_vector(words, epochs=epochs), dtype=np.float32)
+        start = functools.partial(gensim_doc2vec.pseudorandom_weak_vector, hashfxn=_stable_hash)
+        # gensim's infer_vector offers no hook for its starting vector: swap the module-level helper it calls
+        with mock.patch.object(gensim_doc2vec, "pseudorandom_weak_vector", start):
+            return np.asarray(self.model.infer_vector(words, epochs=epochs), dtype=np.float32)
+
+
+def _stable_hash(text: str) -> int:
+    """A process-independent string hash (CRC-32)."""
+    return zlib.crc32(text.encode("utf-8"))
 
 
 def save_poi_model(model: Doc2Vec, region_ids: np.ndarray, table_dir: Any) -> list[str]:

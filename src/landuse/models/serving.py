@@ -1,4 +1,4 @@
-"""The served model: a trained HGCN bound to its graph and its feature standardisation."""
+"""The served model: a trained HGCN with its feature standardisation, applied to any region graph."""
 
 from __future__ import annotations
 
@@ -7,25 +7,30 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from landuse.models.hgcn import HGCN, BoundHGCN
+from landuse.models.hgcn import HGCN, EnsembleHGCN, Operator
 
 
 class RegionModel(nn.Module):
-    """``forward(x [N, F] raw node features) → logits [N, C]`` for the N regions of the graph it was trained on.
+    """``forward(x [N, F] raw node features, operators {name: [N, N]}) → logits [N, C]``.
 
-    Holds the HGCN, its operators (as edge-list buffers, see BoundHGCN) and the training nodes' feature mean/std, so a
-    model loaded from the registry needs nothing but the assembled node features.
+    Inductive: the operators are built from whichever regions and edges are being scored, so the
+    model is not bound to the graph it was trained on. Holds the training nodes' feature mean/std.
     """
 
-    def __init__(self, model: HGCN, operators: Mapping[str, Tensor], mean: Tensor, std: Tensor) -> None:
+    def __init__(self, model: HGCN | EnsembleHGCN, mean: Tensor, std: Tensor) -> None:
         super().__init__()
-        self.bound = BoundHGCN(model, operators)
+        self.model = model
         self.register_buffer("mean", mean.detach().float().clone())
         self.register_buffer("std", std.detach().float().clone())
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x [N, F] → logits [N, C]."""
-        return self.bound((x - self.mean) / self.std)
+    @property
+    def required_operators(self) -> tuple[str, ...]:
+        """The operators ``forward`` needs (see :attr:`HGCN.required_operators`)."""
+        return self.model.required_operators
+
+    def forward(self, x: Tensor, operators: Mapping[str, Operator]) -> Tensor:
+        """x [N, F], operators {name: sparse [N, N]} → logits [N, C]."""
+        return self.model((x - self.mean) / self.std, operators)
 
 
 def probabilities(logits: Tensor) -> Tensor:

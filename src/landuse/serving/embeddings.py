@@ -15,9 +15,8 @@ means, the settings, where the model came from), each loadable with ``mlflow.pyf
   ``n_known_tokens`` (tokens in the model's vocabulary; the others are ignored by gensim). Vectors
   come from :meth:`landuse.features.doc2vec.PoiModel.infer` with the training epochs and the run's
   seed: the model's RNG is reset before each tour, so a tour's vector does not depend on the batch
-  and two calls give identical vectors. gensim also seeds the starting vector with Python's salted
-  ``hash`` of the words, so another *process* reproduces the vectors exactly only with the same
-  ``PYTHONHASHSEED`` (set it in the serving environment for bit-identical answers).
+  and two calls give identical vectors; the starting vector is seeded by a CRC-32 of the words, so
+  every process gives the same vectors.
 * **image encoder** (``embedding_image_encoder``): the encoder of ``landuse run pretrain`` (the
   image part of :class:`landuse.models.encoders.MMGRModel`, or an external checkpoint with its band
   map). The command keeps no separate weights file: the encoder is rebuilt from the
@@ -78,7 +77,6 @@ FORMAT_VERSION = 1
 REGION_ID, VECTOR, KNOWN, TOUR, PIXELS = "region_id", "vector", "known", "tour", "pixels"
 HAS_POIS, N_KNOWN_TOKENS = "has_pois", "n_known_tokens"
 _ENCODER_PREFIX = "image_encoder."  # MMGRModel's image encoder inside a pretraining checkpoint
-_HASH_WARNED = False  # the PYTHONHASHSEED warning of the Doc2Vec pyfunc, once per process
 
 
 # --- Helpers -----------------------------------------------------------------------------------------
@@ -283,12 +281,6 @@ class PoiEmbeddingModel(mlflow.pyfunc.PythonModel):
         self.seed = int(self.spec["infer"]["seed"])
         self.dim = int(self.model.model.vector_size)
         self.lock = threading.Lock()  # PoiModel.infer resets the model's RNG: one tour at a time
-        global _HASH_WARNED
-        if os.environ.get("PYTHONHASHSEED", "random") == "random" and not _HASH_WARNED:
-            _HASH_WARNED = True
-            log.warning("POI Doc2Vec: PYTHONHASHSEED is not set, so inferred vectors are reproducible within this "
-                        "process only (gensim seeds each tour's starting vector with Python's salted hash); "
-                        "set PYTHONHASHSEED (e.g. 0) where the model is served for the same vectors everywhere")
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One row per input row, in input order (see the module docstring)."""
@@ -351,8 +343,7 @@ def poi_pyfunc(table_dir: Any, seed: int, settings: Mapping[str, Any] | None = N
                        N_KNOWN_TOKENS: "int: tokens in the model's vocabulary (others are ignored)"},
             "infer": {"method": "landuse.features.doc2vec.PoiModel.infer (gensim infer_vector)", "epochs": epochs,
                       "seed": int(seed), "alpha": float(model.alpha), "min_alpha": float(model.min_alpha),
-                      "reproducible": "identical within a process; across processes only with the same "
-                                      "PYTHONHASHSEED (gensim seeds the starting vector with Python's hash)"},
+                      "reproducible": "identical in every process (CRC-32-seeded starting vector, RNG reset per tour)"},
             "model": {"dim": int(model.vector_size), "window": int(model.window), "dm": int(model.dm),
                       "epochs": int(model.epochs), "min_count": int(model.min_count), "seed": int(model.seed),
                       "documents": int(region_ids.size), "vocabulary_size": len(model.wv)},

@@ -254,40 +254,40 @@ def log_trial(trial: Trial, directory: Path) -> None:
     mlflow.log_artifact(str(png))
 
 
-def log_and_register(config: Config, graph: GraphData, trial: Trial, why: str | None = None) -> dict:
-    """Log the trial's best-validation split as an MLflow model and register it (champion if better).
+def log_and_register(config: Config, graph: GraphData, trial: Trial, why: str | None = None,
+                     kind: str = "train") -> dict:
+    """Log the trial's best-validation split as an inductive MLflow region model and register it.
 
+    The version carries the comparability key of ``kind`` (the experiment), the city's evaluation
+    data, the classes, the feature set and the protocol; ``champion-<key>`` moves only when it beats
+    that key's champion on validation KL (see :func:`landuse.training.tracking.register_model`).
     ``why`` (when the model is not simply ``training.variant``) becomes the ``registered_because``
     tag of the run and of the model version.
     """
+    import tempfile
+
     import mlflow
 
-    from landuse.models.serving import RegionModel
-    from landuse.training.tracking import register_model
-
-    from landuse.training.protocol import build_model, training_input, with_label_lag
+    from landuse.serving.pyfunc import build_spec, log_region_model
+    from landuse.training.protocol import needed_operators, training_input, with_label_lag
+    from landuse.training.tracking import comparability_key, register_model
 
     cfg = config.training
     best = min(trial.runs, key=lambda r: r.metrics["val"]["kl"] if "val" in r.metrics else r.metrics["test"]["kl"])
-    # the model's input exactly as in training (features, presence flags, spatial lags; see protocol.model_input)
+    # the model's input width exactly as in training (features, presence flags, spatial and label lags)
     inputs = training_input(graph, trial.features, cfg)
-    if cfg.label_lag:  # as in training: the land use of the split's training neighbours
+    if cfg.label_lag:
         inputs = with_label_lag(inputs, graph, best.indices["train"])
-    model = build_model(inputs.shape[1], len(graph.classes), trial.variant, cfg)
-    model.load_state_dict(best.state)
-    operators = build_operators(graph, model.required_operators)
-    served = RegionModel(model, operators, best.mean, best.std).eval()
-    x = inputs.numpy().astype(np.float32)
+    spec = build_spec(graph, trial.variant, trial.features, sorted(needed_operators([trial.variant])),
+                      inputs.shape[1], cfg)
     val_kl = best.metrics["val"]["kl"] if "val" in best.metrics else best.metrics["test"]["kl"]
+    parts = key_parts(config, kind, graph.classes, trial.features)
+    key = comparability_key(parts)
     metadata = {"variant": trial.variant, "features": list(trial.features), "classes": list(graph.classes),
-                "split": best.split, "best_epoch": best.best_epoch, "num_nodes": graph.num_nodes,
-                "presence": bool(cfg.presence), "spatial_lag": int(cfg.spatial_lag), "label_lag": bool(cfg.label_lag)}
-    with torch.no_grad():
-        example_out = served(torch.from_numpy(x)).numpy()
-    from mlflow.models import infer_signature
-
-    info = mlflow.pytorch.log_model(served, name=MODEL_NAME, input_example=x, signature=infer_signature(x, example_out),
-                                    metadata=metadata)
+                "split": best.split, "best_epoch": best.best_epoch, "trained_on_regions": graph.num_nodes,
+                "comparability_key": key}
+    with tempfile.TemporaryDirectory(prefix="landuse-model-") as tmp:
+        info = log_region_model(graph, spec, best.state, best.mean, best.std, MODEL_NAME, metadata, Path(tmp))
     mlflow.log_metric("model_val_kl", val_kl)
     mlflow.log_dict({"val": best.indices["val"].tolist(), "test": best.indices["test"].tolist(),
                      "train": best.indices["train"].tolist(), "region_ids": graph.region_ids.tolist()},
@@ -296,8 +296,28 @@ def log_and_register(config: Config, graph: GraphData, trial: Trial, why: str | 
     if why:
         tags["registered_because"] = why
         mlflow.set_tag("registered_because", why)
-    version, champion = register_model(info.model_uri, config.training.registered_model, val_kl, tags)
-    return {"model_uri": info.model_uri, "version": version, "champion": champion, "val_kl": val_kl}
+    version, champion = register_model(info.model_uri, config.training.registered_model, val_kl, tags, key, parts)
+    return {"model_uri": info.model_uri, "version": version, "champion": champion, "val_kl": val_kl,
+            "comparability_key": key}
+
+
+def key_parts(config: Config, kind: str, classes: Sequence[str], features: Sequence[str]) -> dict:
+    """What makes two versions' validation KL comparable: the experiment, the city's evaluation data
+    (regions and labels fingerprints), the classes, the feature set and the protocol."""
+    from landuse.manifest import read_manifest
+    from landuse.spark.schemas import T_LABELS, T_REGIONS
+
+    data = {}
+    for name in (T_REGIONS, T_LABELS):
+        manifest = read_manifest(config.tables_dir / name)
+        data[name] = manifest.get("fingerprint") if manifest else None
+    cfg = config.training
+    protocol = {"split": cfg.split, "train_fraction": cfg.train_fraction, "val_fraction": cfg.val_fraction,
+                "selection": cfg.selection, "splits": cfg.splits}
+    if cfg.split == "blocked":
+        protocol["block_m"] = cfg.block_m
+    return {"experiment": kind, "city": config.name, "data": data, "classes": list(classes),
+            "features": list(features), "protocol": protocol}
 
 
 def experiment_fingerprint(config: Config, kind: str) -> str:
@@ -440,7 +460,7 @@ def run_experiment(config: Config, kind: str, force: bool = True) -> tuple[pd.Da
         chosen, why = registration_choice(kind, cfg.variant, features, trials, blockers, failed, fallback)
         if chosen is not None:
             with mlflow.start_run(run_id=child_runs[(chosen.variant, chosen.features)], nested=True):
-                model_info = log_and_register(config, graph, chosen, why)
+                model_info = log_and_register(config, graph, chosen, why, kind)
             if why:
                 mlflow.set_tags({"registered_variant": chosen.variant, "registered_because": why})
                 log.warning("%s: registered %s: %s", kind, chosen.variant, why)

@@ -19,21 +19,18 @@ ENTROPY_NORM = "entropy_norm"  # entropy / ln(C), in [0, 1]
 
 
 def load_served_model(model_uri: str):
-    """The model and its metadata (variant, features, classes, num_nodes) from an MLflow model URI."""
-    import mlflow
+    """(pyfunc model, spec) of a landuse region model from an MLflow model URI; one-line ConfigError otherwise."""
+    from landuse.serving.pyfunc import load_region_model
 
     try:
-        info = mlflow.models.get_model_info(model_uri)
-        model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+        return load_region_model(model_uri)
+    except ValueError as exc:
+        raise ConfigError(f"--model {exc}") from None
     except Exception as exc:  # noqa: BLE001 - MLflow raises many types; report one line
         missing = registered_model_missing(model_uri)
         if missing:
             raise ConfigError(f"--model {model_uri}: {missing}") from None
         raise ConfigError(f"--model {model_uri}: cannot load the model ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    meta = info.metadata or {}
-    if "features" not in meta or "classes" not in meta:
-        raise ConfigError(f"--model {model_uri}: not a landuse model (no features/classes metadata)")
-    return model, meta
 
 
 def registered_model_missing(model_uri: str) -> str | None:
@@ -77,37 +74,52 @@ def prediction_table(region_ids: np.ndarray, probs: np.ndarray, classes: list[st
 
 
 def predict(config: Config, model_uri: str) -> tuple[pd.DataFrame, Path, Path]:
-    """Run the model on the assembled node features; write Parquet (tables/predictions) and GeoJSON."""
-    import torch
+    """Score every region of the work dir with the model; write Parquet (tables/predictions) and GeoJSON.
 
+    The regions go through the model exactly as a REST or batch caller sends them: the region table
+    (features and edge lists, :func:`landuse.serving.pyfunc.table_for_graph`) into the pyfunc.
+    """
     from landuse.data.reader import load_graph
+    from landuse.serving.pyfunc import table_for_graph
+
+    model, spec = load_served_model(model_uri)
+    try:
+        graph = load_graph(config.tables_dir, classes=list(spec.classes), edges=spec.edge_sets)
+    except ValueError as exc:
+        raise ConfigError(f"--model {model_uri}: {str(exc).splitlines()[0]}") from None
+    table = score_table(model, table_for_graph(graph, spec), model_uri)
+    return write_predictions(config, table, model_uri, {"variant": spec.variant, "features": list(spec.features),
+                                                         "classes": list(spec.classes)})
+
+
+def score_table(model, regions: pd.DataFrame, model_uri: str, params: dict | None = None) -> pd.DataFrame:
+    """The pyfunc's prediction table for a region table; a one-line ConfigError when the table does not fit."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return model.predict(regions, params=params)
+    except MlflowException as exc:
+        raise ConfigError(f"--model {model_uri}: {exc.message.splitlines()[0]}") from None
+
+
+def write_predictions(config: Config, table: pd.DataFrame, model_uri: str, meta: dict,
+                      regions_path: Path | None = None) -> tuple[pd.DataFrame, Path, Path]:
+    """Commit the prediction table (tables/predictions, with a manifest) and write predictions.geojson."""
+    from landuse.manifest import commit_dir, staging_dir, write_manifest
     from landuse.spark.io import read_geoparquet, write_pandas
     from landuse.spark.schemas import REGION_ID, T_REGIONS
-    from landuse.training.protocol import model_input, with_label_lag
 
-    model, meta = load_served_model(model_uri)
-    spatial_lag = int(meta.get("spatial_lag") or 0)
-    label_lag = bool(meta.get("label_lag", False))
-    graph = load_graph(config.tables_dir, classes=meta["classes"],
-                       edges=("adjacency",) if spatial_lag or label_lag else ())
-    if meta.get("num_nodes") not in (None, graph.num_nodes):
-        raise ConfigError(f"--model {model_uri}: trained on a graph of {meta['num_nodes']} regions, "
-                          f"but {config.tables_dir} has {graph.num_nodes}; predict on the graph it was trained on")
-    # the model's input as in training (models logged before presence flags existed: features only)
-    x = model_input(graph, meta["features"], bool(meta.get("presence", False)), spatial_lag)
-    if label_lag:  # every labelled region informs its neighbours (a region's own label never enters its input)
-        x = with_label_lag(x, graph, np.flatnonzero(graph.has_label.numpy()))
-    with torch.no_grad():
-        probs = torch.softmax(model(x), dim=-1).numpy()
-    table = prediction_table(graph.region_ids.numpy(), probs, list(meta["classes"]))
     out = config.tables_dir / T_PREDICTIONS
-    from landuse.manifest import commit_dir, staging_dir, write_manifest
-
     staged = staging_dir(out)
     write_pandas(table, staged)
-    write_manifest(staged, {"stage": "predict", "model_uri": model_uri, "rows": len(table), **{k: meta[k] for k in meta}})
+    write_manifest(staged, {"stage": "predict", "model_uri": model_uri, "rows": len(table), **meta})
     commit_dir(staged, out)
-    regions = read_geoparquet(config, T_REGIONS, "regions")[[REGION_ID, "geometry"]]
+    if regions_path is None:
+        regions = read_geoparquet(config, T_REGIONS, "regions")[[REGION_ID, "geometry"]]
+    else:
+        import geopandas as gpd
+
+        regions = gpd.read_file(regions_path)[[REGION_ID, "geometry"]]
     geo = regions.merge(table, on=REGION_ID, how="inner").to_crs("EPSG:4326")
     geojson = config.driver_dir / "predictions.geojson"
     geo.to_file(geojson, driver="GeoJSON")

@@ -14,7 +14,7 @@ import copy
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -59,20 +59,27 @@ def feature_matrix(graph: GraphData, modalities: Iterable[str]) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def model_input(graph: GraphData, modalities: Iterable[str], presence: bool = False, spatial_lag: int = 0) -> torch.Tensor:
+def presence_modalities(graph: GraphData, modalities: Iterable[str]) -> list[str]:
+    """The chosen modalities that some (not all) regions lack: each gets a presence column under ``presence``."""
+    return [m for m in modalities if m in graph.flags and 0 < float(graph.flags[m].float().mean()) < 1]
+
+
+def model_input(graph: GraphData, modalities: Iterable[str], presence: bool = False, spatial_lag: int = 0,
+                presence_of: Sequence[str] | None = None) -> torch.Tensor:
     """The model's input [N, F']: the modalities' features, then presence indicators, then spatial lags.
 
     ``presence``: one 0/1 column per chosen modality that some regions lack (its ``has_*`` flag), so
     the model can tell "absent" from "all zeros" (with the first layer linear, this is equivalent to
-    imputing the absent rows). ``spatial_lag`` k > 0: the neighbour means (adjacency, no self loop)
+    imputing the absent rows); ``presence_of`` fixes which modalities get one (a served model keeps
+    the training graph's choice), default :func:`presence_modalities`. ``spatial_lag`` k > 0: the neighbour means (adjacency, no self loop)
     of those columns for 1..k hops appended — a region's surroundings as features. Label-free, so
     computed once for all nodes.
     """
     modalities = list(modalities)
     x = feature_matrix(graph, modalities)
     if presence:
-        flags = [graph.flags[m].float().unsqueeze(1) for m in modalities
-                 if m in graph.flags and 0 < float(graph.flags[m].float().mean()) < 1]
+        names = presence_modalities(graph, modalities) if presence_of is None else presence_of
+        flags = [graph.flags[m].float().unsqueeze(1) for m in names]
         if flags:
             x = torch.cat([x, *flags], dim=1)
     if spatial_lag:

@@ -396,7 +396,7 @@ def _final_model(config: Config, graph: GraphData, xy: np.ndarray | None, best: 
         mlflow.set_tags({"role": "final", "selected_by": KIND, "tune_trial": str(best.number)})
         log_trial(trial, out)
         why = f"selected by landuse run tune (trial {best.number}, validation KL {best.val_kl:.5f})"
-        model = log_and_register(final_config, graph, trial, why=why)
+        model = log_and_register(final_config, graph, trial, why=why, kind=KIND)
         if model.get("version"):
             client = MlflowClient()
             tags = {"selected_by": KIND, "tune_run_id": parent_id, "tune_trial": best.number,
