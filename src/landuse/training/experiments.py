@@ -320,6 +320,22 @@ def key_parts(config: Config, kind: str, classes: Sequence[str], features: Seque
             "features": list(features), "protocol": protocol}
 
 
+LINEAGE_TABLES = ("node_features", "edges_adjacency", "edges_flow", "edges_distance_decay", "regions", "labels")
+
+
+def log_inputs(config: Config) -> None:
+    """The run's data lineage and the fitted models its features came from: every input table as an
+    MLflow dataset (digest = the table's fingerprint) and the embedding models as MLflow models."""
+    from landuse.manifest import read_manifest
+    from landuse.serving.embeddings import log_embedding_models
+    from landuse.training.tracking import log_lineage
+
+    present = {name: config.tables_dir / name for name in LINEAGE_TABLES}
+    manifests = {name: read_manifest(path) for name, path in present.items()}
+    log_lineage({k: v for k, v in present.items() if manifests[k]}, manifests)
+    log_embedding_models(config)
+
+
 def experiment_fingerprint(config: Config, kind: str) -> str:
     """What determines an experiment's results: its kind, the training config and the input tables."""
     import landuse
@@ -409,6 +425,7 @@ def run_experiment(config: Config, kind: str, force: bool = True) -> tuple[pd.Da
         manifest = config.tables_dir / "node_features" / MANIFEST_FILE
         if manifest.exists():  # log_text: the work dir may be on an object store
             mlflow.log_text(manifest.read_text(), f"inputs/{MANIFEST_FILE}")
+        log_inputs(config)
 
         rows: list[dict] = []
         trials: list[Trial] = []

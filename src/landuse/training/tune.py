@@ -424,7 +424,7 @@ def run_tune(config: Config, graph: GraphData | None = None, xy: np.ndarray | No
     import mlflow
     from tqdm.auto import tqdm
 
-    from landuse.training.experiments import load_graph_for, results_dir
+    from landuse.training.experiments import load_graph_for, log_inputs, results_dir
     from landuse.training.tracking import log_config, log_table_artifacts, setup_mlflow
 
     tune = config.tune
@@ -454,6 +454,7 @@ def run_tune(config: Config, graph: GraphData | None = None, xy: np.ndarray | No
     runner = TrialRunner(config, graph, xy)
     with mlflow.start_run(run_name=f"{KIND}:{config.name}") as parent:
         log_config(config)
+        log_inputs(config)
         mlflow.set_tags({"kind": KIND, "method": tune.method, "selection": "validation",
                          "variants": ",".join(variants), "grid_size": str(size)})
         if skipped:
