@@ -61,6 +61,22 @@ class GraphData:
         """N, the number of regions."""
         return int(self.region_ids.shape[0])
 
+    def subgraph(self, rows: np.ndarray | torch.Tensor) -> GraphData:
+        """The graph induced by the node positions ``rows`` (in that order): their tensors and the edges
+        among them, renumbered to 0..len(rows)-1; edges to nodes outside ``rows`` are dropped."""
+        rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
+        position = torch.full((self.num_nodes,), -1, dtype=torch.long)
+        position[rows] = torch.arange(len(rows))
+        edges = {}
+        for name, (index, weight) in self.edges.items():
+            mapped = position[index]
+            inside = (mapped >= 0).all(0)
+            edges[name] = (mapped[:, inside], weight[inside])
+        return GraphData(region_ids=self.region_ids[rows], features={k: v[rows] for k, v in self.features.items()},
+                         flags={k: v[rows] for k, v in self.flags.items()}, y=self.y[rows],
+                         has_label=self.has_label[rows], coverage=self.coverage[rows], edges=edges,
+                         classes=list(self.classes))
+
     def to(self, device: torch.device | str) -> GraphData:
         """A copy with every tensor on ``device``."""
         return GraphData(
