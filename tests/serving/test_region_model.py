@@ -153,3 +153,15 @@ def test_json_records_round_trip(tracking) -> None:
     model, _ = load_region_model(uri)
     records = pd.DataFrame(as_records(table_for_graph(graph, spec)))
     np.testing.assert_allclose(model.predict(records)[CLASSES].to_numpy(), direct, atol=1e-6)
+
+
+def test_artifact_size_follows_the_feature_width_not_the_regions(tracking) -> None:
+    """The logged model holds weights, statistics, spec and a 5-row example: 4x the regions, same size."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from model_size import logged_size, synthetic_graph
+
+    small, large = (logged_size(synthetic_graph(n, 40), "SAGE_adj2_flow", tracking / f"s{n}") for n in (200, 800))
+    wide = logged_size(synthetic_graph(200, 80), "SAGE_adj2_flow", tracking / "wide")
+    assert large <= 1.05 * small < wide
