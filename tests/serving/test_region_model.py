@@ -165,3 +165,13 @@ def test_artifact_size_follows_the_feature_width_not_the_regions(tracking) -> No
     small, large = (logged_size(synthetic_graph(n, 40), "SAGE_adj2_flow", tracking / f"s{n}") for n in (200, 800))
     wide = logged_size(synthetic_graph(200, 80), "SAGE_adj2_flow", tracking / "wide")
     assert large <= 1.05 * small < wide
+
+
+def test_a_graph_without_the_models_modality_is_refused_in_one_line(tracking) -> None:
+    from landuse.serving.region_table import RegionTableError
+
+    graph = grid_graph()
+    uri, _, spec = logged(tracking, graph, "SAGE_flow")
+    del graph.features["image"]
+    with pytest.raises(RegionTableError, match="the model needs 'image', which the graph does not have"):
+        table_for_graph(graph, spec)

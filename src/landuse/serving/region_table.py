@@ -48,6 +48,11 @@ def region_table(graph: GraphData, layout: Sequence[Mapping[str, Any]], edge_set
     add the ``labels`` column (every labelled region's distribution; empty lists elsewhere).
     """
     n = graph.num_nodes
+    missing = [item["modality"] for item in layout if item["modality"] not in graph.features]
+    missing += [name for name in edge_sets if name not in graph.edges]
+    if missing:
+        raise RegionTableError(f"the model needs {', '.join(map(repr, missing))}, which the graph does not have "
+                               f"(modalities: {', '.join(graph.features) or 'none'}; edges: {', '.join(graph.edges) or 'none'})")
     rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     keep = np.zeros(n, dtype=bool)
     keep[rows] = True

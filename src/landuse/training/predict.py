@@ -81,13 +81,19 @@ def predict(config: Config, model_uri: str) -> tuple[pd.DataFrame, Path, Path]:
     """
     from landuse.data.reader import load_graph
     from landuse.serving.pyfunc import table_for_graph
+    from landuse.serving.region_table import RegionTableError
 
     model, spec = load_served_model(model_uri)
     try:
         graph = load_graph(config.tables_dir, classes=list(spec.classes), edges=spec.edge_sets)
     except ValueError as exc:
         raise ConfigError(f"--model {model_uri}: {str(exc).splitlines()[0]}") from None
-    table = score_table(model, table_for_graph(graph, spec), model_uri)
+    try:
+        regions = table_for_graph(graph, spec)
+    except RegionTableError as exc:
+        raise ConfigError(f"--model {model_uri}: {config.tables_dir}: {exc}; rerun `landuse run assemble` with the "
+                          "model's training.features, or train a model on these tables") from None
+    table = score_table(model, regions, model_uri)
     return write_predictions(config, table, model_uri, {"variant": spec.variant, "features": list(spec.features),
                                                          "classes": list(spec.classes)})
 
