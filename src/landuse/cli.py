@@ -42,6 +42,7 @@ TASKS = {
     "fusion": "the fusion ablation M_P, M_PI, M_PIG, M_PIGF, tracked in MLflow",
     "tune": "model selection on validation KL (tune:), best retrained once, test reported, registered",
     "predict": "per-region predicted distributions, dominant class, entropy (--model URI)",
+    "score": "batch scoring on Spark (spark_udf): a region table -> tables/predictions_batch (--model, --input, --output)",
     "monitor": "planned vs actual: flag regions whose predicted use departs from inputs.planned",
     "benchmark-embeddings": "region embeddings vs baselines vs published MVURE/MGFN/HREP/HAFusion (NYC mh-180) "
                             "+ land-use MLP probe",
