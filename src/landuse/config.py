@@ -454,6 +454,20 @@ class MlflowConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """Inference mode: embed regions that were not in a training run with that run's fitted models.
+
+    ``landuse run predict --regions`` sets it in the derived config of the new regions; a training
+    run leaves it unset. In inference mode ``poi-embeddings`` infers each tour with the training
+    Doc2Vec (no fitting), ``flow-embeddings`` takes the area-weighted mean of the training regions'
+    flow vectors, and ``location`` normalises to the training regions' extent. The training tables
+    read become stage inputs, so a switch of mode or a refitted training run reruns those stages.
+    """
+
+    training_tables: Optional[Path] = None  # tables dir of the training run whose fitted models embed these regions (set by `landuse run predict --regions`); null: fit the embeddings here (training)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of one run."""
 
@@ -478,6 +492,7 @@ class Config:
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def _problems(self) -> list[tuple[str, str]]:
         known = set(MODALITIES) | set(self.inputs.embeddings)

@@ -30,7 +30,9 @@ nothing depends on hashing or on Spark's partitioning.
 
 Models. The fitted Doc2Vec is saved with the output table under ``<table>/_model/doc2vec.model``
 with ``doc2vec_regions.npy`` (the region id of each document); :func:`load_poi_model` loads both,
-and :meth:`PoiModel.infer` embeds the tour of a new region (``infer_vector``).
+and :meth:`PoiModel.infer` embeds the tour of a new region (``infer_vector``); :func:`infer_corpus`
+does so for every line of a tour corpus (the ``poi-embeddings`` stage in inference mode, for regions
+that were not in the training run).
 """
 
 from __future__ import annotations
@@ -203,17 +205,55 @@ class PoiModel:
         process. More ``epochs`` (default: the training epochs) make it more stable. Tokens never
         seen in training are ignored.
         """
+        return self.infer_words([encode_token(t) for t in tokens if t is not None], epochs, seed)
+
+    def infer_words(self, words: Sequence[str], epochs: int | None = None, seed: int | None = None) -> np.ndarray:
+        """:meth:`infer` for words already encoded as in the corpus (:func:`encode_token`), e.g. a corpus line."""
         from unittest import mock
 
         from gensim.models import doc2vec as gensim_doc2vec
 
         if seed is not None:
             self.model.random = np.random.RandomState(int(seed))
-        words = [encode_token(t) for t in tokens if t is not None]
+        words = list(words)
         start = functools.partial(gensim_doc2vec.pseudorandom_weak_vector, hashfxn=_stable_hash)
         # gensim's infer_vector offers no hook for its starting vector: swap the module-level helper it calls
         with mock.patch.object(gensim_doc2vec, "pseudorandom_weak_vector", start):
             return np.asarray(self.model.infer_vector(words, epochs=epochs), dtype=np.float32)
+
+
+def infer_corpus(model: PoiModel, directory: Any, epochs: int | None = None,
+                 seed: int | None = None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Infer a vector for every tagged line of the part files of ``directory`` (a tour corpus).
+
+    The lines are streamed, one region at a time (nothing but the vectors is held). Every line is
+    inferred with the RNG reset to ``seed``, so a region's vector does not depend on the other
+    regions or their order. Returns (region ids, token counts) of every line in line order, like
+    :func:`untag_corpus`, and the vectors as :func:`doc_vectors` does (sorted by region_id) — only
+    for lines with a token the model knows: a tour of unseen categories only would get the random
+    starting vector, so it gets no vector (``has_pois`` False in :func:`poi_embedding_table`).
+    """
+    known = model.model.wv.key_to_index
+    ids: list[int] = []
+    counts: list[int] = []
+    embedded: list[int] = []
+    vectors: list[np.ndarray] = []
+    for part in text_part_files(directory):
+        with part.open("rb") as handle:
+            for line in handle:
+                tag, _, words = line.rstrip(b"\r\n").partition(b"\t")
+                tokens = words.decode("utf-8").split()
+                if not tokens:
+                    continue  # as untag_corpus: a line without tokens is no document
+                ids.append(int(tag))
+                counts.append(len(tokens))
+                if any(token in known for token in tokens):
+                    embedded.append(int(tag))
+                    vectors.append(model.infer_words(tokens, epochs, seed))
+    region_ids = np.asarray(embedded, dtype=np.int64)
+    order = np.argsort(region_ids, kind="stable")
+    table = pd.DataFrame({REGION_ID: region_ids[order], VECTOR: [vectors[i] for i in order]})
+    return np.asarray(ids, dtype=np.int64), np.asarray(counts, dtype=np.int32), table
 
 
 def _stable_hash(text: str) -> int:

@@ -18,6 +18,12 @@ Models. The fitted Word2Vec is saved with the output table, under ``<table>/_mod
 :func:`load_flow_model` loads it back. The helpers :func:`save_model_files` and
 :func:`local_model_dir` copy a model between a local directory and a table directory (a
 ``pathlib.Path`` or a ``upath.UPath`` on an object store), the one place where that differs.
+
+New regions. Word2Vec over walks is transductive: its tokens are the training regions, so a region
+that was not in the training run has no vector of its own. :func:`overlap_flow_table` gives it the
+area-weighted mean of the vectors of the training regions it overlaps (the ``flow-embeddings`` stage
+in inference mode, ``landuse run predict --regions``) — an approximation that is exact for a region
+equal to a training region and a smoothing for any other.
 """
 
 from __future__ import annotations
@@ -255,3 +261,48 @@ def flow_embedding_table(graph: FlowGraph, embeddings: pd.DataFrame) -> pd.DataF
     has &= (graph.out_degree > 0) | (in_degree > 0)
     matrix[~has] = 0.0
     return pd.DataFrame({REGION_ID: ids, COL_VECTOR: list(matrix), COL_HAS_FLOW: has})
+
+
+# --- Regions outside the training run ------------------------------------------------------------
+
+SLIVER = 1e-9  # overlap shares below this are boundary noise (touching polygons), not overlap
+
+
+def overlap_flow_table(region_ids: np.ndarray, geometries: Any, train_ids: np.ndarray, train_geometries: Any,
+                       train_vectors: np.ndarray, train_has_flow: np.ndarray) -> pd.DataFrame:
+    """H_flow of regions that were not in the training run: the area-weighted mean of the training vectors.
+
+    Word2Vec over walks is transductive — its tokens are the training regions — so a new region
+    cannot be embedded by the model itself. Its vector is instead the mean of the vectors of the
+    training regions with flow that it overlaps, each weighted by intersection area / the new
+    region's area (weights normalised to sum to 1; shares below :data:`SLIVER` are boundary noise
+    and ignored). A region overlapping no training region with flow gets zeros and
+    ``has_flow = False``. A region equal to a training region gets that region's vector.
+
+    Geometries are shapely arrays in one projected CRS; ``train_vectors`` is [T, D]. Returns
+    region_id, vector (float32), has_flow, flow_overlap (Σ weights before normalising: the share of
+    the region covered by training regions with flow), sorted by region_id.
+    """
+    import shapely
+
+    region_ids = np.asarray(region_ids, dtype=np.int64)
+    geoms = np.asarray(geometries, dtype=object)
+    train_vectors = np.asarray(train_vectors, dtype=np.float64).reshape(len(train_ids), -1)
+    keep = np.asarray(train_has_flow, dtype=bool)
+    tree_geoms, tree_vectors = np.asarray(train_geometries, dtype=object)[keep], train_vectors[keep]
+    n, dim = len(region_ids), train_vectors.shape[1]
+    pairs = shapely.STRtree(tree_geoms).query(geoms, predicate="intersects") if len(tree_geoms) and n else \
+        np.zeros((2, 0), dtype=np.int64)
+    area = shapely.area(geoms)
+    share = shapely.area(shapely.intersection(geoms[pairs[0]], tree_geoms[pairs[1]])) / np.maximum(area[pairs[0]], 1e-12)
+    real = share >= SLIVER
+    src, dst, share = pairs[0][real], pairs[1][real], share[real]
+    total = np.bincount(src, weights=share, minlength=n)
+    summed = np.zeros((n, dim), dtype=np.float64)
+    np.add.at(summed, src, share[:, None] * tree_vectors[dst])
+    has = total > 0
+    vectors = np.zeros((n, dim), dtype=np.float32)
+    vectors[has] = (summed[has] / total[has, None]).astype(np.float32)
+    order = np.argsort(region_ids, kind="stable")
+    return pd.DataFrame({REGION_ID: region_ids[order], COL_VECTOR: list(vectors[order]), COL_HAS_FLOW: has[order],
+                         "flow_overlap": total[order]})

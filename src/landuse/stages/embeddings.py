@@ -19,10 +19,25 @@ committed with the table (``landuse.features.word2vec.load_flow_model`` /
 
 Both write one row per region of the regions table — ``region_id``, ``vector`` (list<float>), a
 flag (``has_flow`` / ``has_pois``) — so regions without data are flagged, never dropped.
+
+Inference mode (``inference.training_tables`` set: ``landuse run predict --regions`` embedding
+regions that were not in the training run) fits nothing:
+
+* ``poi-embeddings`` builds the tours and their corpus exactly as above, then infers each line with
+  the training run's Doc2Vec (:func:`landuse.features.doc2vec.infer_corpus`; its training epochs,
+  the RNG reset to ``seed`` for every region, so a vector does not depend on the other regions);
+* ``flow-embeddings``: Word2Vec over walks is transductive (its tokens are the training regions), so a
+  new region's H_flow is the area-weighted mean of the vectors of the training regions with flow it
+  overlaps (:func:`landuse.features.word2vec.overlap_flow_table`; no overlap: zeros, ``has_flow``
+  False). Exact for a region equal to a training region, an approximation for any other.
+
+The training tables read are stage inputs (their manifests), so switching modes, or a refitted
+training run, reruns the stage.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
 from pathlib import Path
@@ -31,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from landuse.config import ConfigError
+from landuse.config import Config, ConfigError
+from landuse.constants import MANIFEST_FILE
 from landuse.runner import Stage, StageContext
 from landuse.spark.io import read_pandas, read_table, table_path, write_pandas
 from landuse.spark.schemas import REGION_ID, SOURCE, T_FLOWS, T_POI_REGIONS, T_REGIONS
@@ -69,8 +85,22 @@ def _corpus_dir(out: Any) -> Any:
     return out / CORPUS_DIR
 
 
+def training_table(config: Config, name: str) -> Any:
+    """Table ``name`` of the training run in inference mode (``inference.training_tables``), else None."""
+    source = config.inference.training_tables
+    return None if source is None else source / name
+
+
+def inference_inputs(config: Config, *names: str) -> list[Any]:
+    """In inference mode the manifests of the training tables a stage reads (so its fingerprint covers
+    them: switching modes or refitting the training run reruns the stage); [] otherwise."""
+    if config.inference.training_tables is None:
+        return []
+    return [training_table(config, name) / MANIFEST_FILE for name in names]
+
+
 def run_flow(ctx: StageContext) -> None:
-    """Walks on the executors + Word2Vec over the configured flows."""
+    """Walks on the executors + Word2Vec over the configured flows (inference mode: see infer_flow)."""
     from pyspark.sql import functions as F
 
     from landuse.features.walks import FlowGraph, spark_walk_corpus
@@ -78,6 +108,10 @@ def run_flow(ctx: StageContext) -> None:
         concat_text_parts, fit_word2vec, flow_embedding_table, save_flow_model, word_vectors,
     )
     from landuse.storage import remove_tree
+
+    if ctx.config.inference.training_tables is not None:
+        infer_flow(ctx)  # Word2Vec over walks is transductive: nothing to fit for regions it never saw
+        return
 
     config, cfg = ctx.config, ctx.config.embeddings.flow
     flows = read_table(ctx.spark, config, T_FLOWS, "flows")
@@ -113,8 +147,37 @@ def run_flow(ctx: StageContext) -> None:
              int(table["has_flow"].sum()), graph.n_edges, walks)
 
 
+def infer_flow(ctx: StageContext) -> None:
+    """Inference mode: each region's H_flow from the training regions it overlaps (module docstring)."""
+    import geopandas as gpd
+
+    from landuse.features.word2vec import overlap_flow_table
+    from landuse.spark.io import PART, read_geoparquet
+    from landuse.storage import read_parquet
+
+    config = ctx.config
+    regions = read_geoparquet(config, T_REGIONS, "regions")
+    train = gpd.read_parquet(io.BytesIO((training_table(config, T_REGIONS) / PART).read_bytes()))
+    if train.crs != regions.crs:
+        raise ConfigError(f"inference.training_tables: the training regions are in {train.crs}, these in "
+                          f"{regions.crs}; use the training run's study.crs")
+    flow = read_parquet(training_table(config, T_FLOW_EMBEDDINGS), columns=[REGION_ID, "vector", "has_flow"]).to_pandas()
+    flow = train[[REGION_ID, "geometry"]].merge(flow, on=REGION_ID, how="inner")
+    vectors = np.stack(flow["vector"].to_list()) if len(flow) else np.zeros((0, config.embeddings.flow.dim))
+    table = overlap_flow_table(regions[REGION_ID].to_numpy(), regions.geometry.values, flow[REGION_ID].to_numpy(),
+                               flow.geometry.values, vectors, flow["has_flow"].to_numpy(bool))
+    write_pandas(table, ctx.out(T_FLOW_EMBEDDINGS))
+    ctx.summary.update(regions=len(table), regions_with_flow=int(table["has_flow"].sum()), dim=int(vectors.shape[1]),
+                       mode="inferred: area-weighted mean of the training regions' vectors",
+                       training_table=str(training_table(config, T_FLOW_EMBEDDINGS)),
+                       mean_flow_overlap=round(float(table["flow_overlap"].mean()), 6) if len(table) else 0.0)
+    log.info("flow embeddings (inferred from %d training regions): %d regions, %d with flow", len(flow), len(table),
+             int(table["has_flow"].sum()))
+
+
 def run_poi(ctx: StageContext) -> None:
-    """Greedy tours on the executors + Doc2Vec over the POIs assigned to regions."""
+    """Greedy tours on the executors + Doc2Vec over the POIs assigned to regions (inference mode: the
+    training Doc2Vec infers each tour instead)."""
     from landuse.features.doc2vec import doc_vectors, fit_doc2vec, poi_embedding_table, save_poi_model, untag_corpus
     from landuse.features.poi_tours import BELOW_MIN_POIS, N_POIS, region_tours, tour_corpus
     from landuse.storage import remove_tree
@@ -125,6 +188,9 @@ def run_poi(ctx: StageContext) -> None:
     out = ctx.out(T_POI_EMBEDDINGS)
     corpus = _corpus_dir(out)
     tour_corpus(tours).write.mode("overwrite").option("compression", "none").text(str(corpus))
+    if config.inference.training_tables is not None:
+        _infer_poi(ctx, corpus)
+        return
     with tempfile.TemporaryDirectory(prefix="poi-embeddings-") as tmp:
         local = Path(tmp) / "tours.txt"
         ids, n_tokens = untag_corpus(corpus, local)  # O(regions): the region of each line
@@ -146,12 +212,40 @@ def run_poi(ctx: StageContext) -> None:
     log.info("poi embeddings: %d regions, %d with POIs", len(table), int(table["has_pois"].sum()))
 
 
+def _infer_poi(ctx: StageContext, corpus: Any) -> None:
+    """Inference mode: the training Doc2Vec infers a vector for each tour of the corpus (no fitting)."""
+    from landuse.features.doc2vec import infer_corpus, load_poi_model, poi_embedding_table
+    from landuse.features.poi_tours import BELOW_MIN_POIS, N_POIS
+    from landuse.storage import remove_tree
+
+    config, cfg = ctx.config, ctx.config.embeddings.poi
+    source = training_table(config, T_POI_EMBEDDINGS)
+    try:
+        model = load_poi_model(source)
+    except FileNotFoundError:
+        raise ConfigError(f"inference.training_tables: {source} keeps no Doc2Vec model (_model/); rerun "
+                          "`landuse run poi-embeddings` in the training work dir") from None
+    # epochs None: the model's own training epochs; the RNG is reset to the seed for every region
+    ids, n_tokens, vectors = infer_corpus(model, corpus, epochs=None, seed=config.seed)
+    remove_tree(corpus)
+    dim = int(model.model.vector_size)
+    regions = pd.DataFrame({REGION_ID: ids, N_POIS: n_tokens.astype(np.int32), BELOW_MIN_POIS: n_tokens < cfg.min_pois})
+    table = poi_embedding_table(regions, vectors, region_ids=region_ids(ctx), dim=dim)
+    write_pandas(table, ctx.out(T_POI_EMBEDDINGS))
+    ctx.summary.update(regions=len(table), regions_with_pois=int(table["has_pois"].sum()),
+                       regions_below_min_pois=int(table["below_min_pois"].sum()), dim=dim, level=cfg.level,
+                       mode="inferred with the training Doc2Vec", training_table=str(source),
+                       infer_epochs=int(model.model.epochs))
+    log.info("poi embeddings (inferred): %d regions, %d with POIs", len(table), int(table["has_pois"].sum()))
+
+
 FLOW_STAGE = Stage(
     name="flow-embeddings",
     description="H_flow: weighted random walks on the OD graph -> Word2Vec per region",
     run=run_flow,
     outputs=lambda config: {T_FLOW_EMBEDDINGS: table_path(config, T_FLOW_EMBEDDINGS)},
     config_keys=("seed", "embeddings.flow"),
+    inputs=lambda config: inference_inputs(config, T_REGIONS, T_FLOW_EMBEDDINGS),
     upstream=("regions", "flows"),
     enabled=lambda config: bool(config.inputs.trips),
     version="2",  # walks on the executors (per-walk seeded streams), model saved under _model/
@@ -163,6 +257,7 @@ POI_STAGE = Stage(
     run=run_poi,
     outputs=lambda config: {T_POI_EMBEDDINGS: table_path(config, T_POI_EMBEDDINGS)},
     config_keys=("seed", "study", "embeddings.poi"),
+    inputs=lambda config: inference_inputs(config, T_POI_EMBEDDINGS),
     upstream=("regions", "pois"),
     enabled=lambda config: config.inputs.pois is not None,
     version="2",  # tours corpus on the executors, Doc2Vec corpus_file mode, model saved under _model/

@@ -7,17 +7,19 @@
   ``embeddings.image.patches`` also fixed-size multi-band tiles per region (``image_patches``) for
   the image encoders. Runs on Spark partitioned by region; every task opens the raster itself.
 * ``location``: the projected centroid → multi-scale sinusoidal features normalised to the extent
-  of the regions (``geo_features``).
+  of the regions' centroids (``geo_features``); in inference mode (``inference.training_tables``)
+  to the training run's extent, so a place gets the features it had in training.
 """
 
 from __future__ import annotations
 
 import logging
 
-from landuse.config import Config, iter_input_paths
+from landuse.config import Config, ConfigError, iter_input_paths
 from landuse.runner import Stage, StageContext, no_spark
 from landuse.spark.io import parquet_rows, read_pandas, read_table, table_path, write_pandas, write_spark
 from landuse.spark.schemas import CENTROID_X, CENTROID_Y, GEOMETRY, REGION_ID, T_REGIONS
+from landuse.stages.embeddings import inference_inputs, training_table
 from landuse.stages.regions import study_crs
 from landuse.storage import read_parquet
 
@@ -64,11 +66,30 @@ def run_location(ctx: StageContext) -> None:
 
     config, cfg = ctx.config, ctx.config.embeddings.geo
     regions = read_pandas(config, T_REGIONS, "regions", columns=[REGION_ID, CENTROID_X, CENTROID_Y])
-    table = geo_feature_table(regions, cfg.scales, cfg.include_xy)
+    extent = training_extent(config)
+    table = geo_feature_table(regions, cfg.scales, cfg.include_xy, extent=extent)
+    if extent is not None:
+        ctx.summary.update(extent=list(extent), extent_from=str(training_table(config, T_REGIONS)))
     write_pandas(table, ctx.out(T_GEO_FEATURES))
     dim = len(table["vector"].iloc[0]) if len(table) else 0
     ctx.summary.update(regions=len(table), dim=dim, scales=list(cfg.scales))
     log.info("location: %d regions, %d-d encoding", len(table), dim)
+
+
+def training_extent(config: Config) -> tuple[float, float, float, float] | None:
+    """In inference mode the extent the training run normalised to (its regions' centroid box), else None.
+
+    New regions must be encoded in the training run's coordinates: their own extent would map the
+    same place to different features.
+    """
+    source = training_table(config, T_REGIONS)
+    if source is None:
+        return None
+    xy = read_parquet(source, columns=[CENTROID_X, CENTROID_Y]).to_pandas()
+    if xy.empty:
+        raise ConfigError(f"inference.training_tables: the training regions table {source} has no rows")
+    return (float(xy[CENTROID_X].min()), float(xy[CENTROID_Y].min()), float(xy[CENTROID_X].max()),
+            float(xy[CENTROID_Y].max()))
 
 
 def imagery_outputs(config: Config) -> dict:
@@ -96,6 +117,7 @@ LOCATION_STAGE = Stage(
     run=run_location,
     outputs=lambda config: {T_GEO_FEATURES: table_path(config, T_GEO_FEATURES)},
     config_keys=("embeddings.geo",),
+    inputs=lambda config: inference_inputs(config, T_REGIONS),  # inference mode: the training extent
     upstream=("regions",),
     enabled=lambda config: config.inputs.regions is not None,
 )
