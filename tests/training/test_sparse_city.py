@@ -340,3 +340,41 @@ def test_benchmark_landuse_then_footprints_added(city, capsys) -> None:
     table = E.read_results_csv(config_b.work_dir / "results/benchmark_landuse/results.csv").set_index("model")
     assert {"building", "poi+building", "SAGE_adj2 [poi+building]"} <= set(table.index)
     assert (table.loc[["building", "poi+building"], "status"] == "ok").all()
+
+
+def test_two_feature_sets_leave_two_champions_one_per_key(city) -> None:
+    """Registrations under different feature sets never compete: each key has its own champion, and the
+    plain `champion` stays with the key that claimed it; lineage and embedding models are on the runs."""
+    import mlflow
+
+    from landuse.data.reader import load_graph
+    from landuse.entrypoints.train import main as train_main
+    from landuse.training.tracking import champion_alias, champions
+
+    path, config = city
+    modalities = list(load_graph(config.tables_dir, edges=()).features)
+    assert "poi" in modalities and len(modalities) > 1
+    other = next(m for m in modalities if m != "poi")
+    common = ["training.variant=GCN_adj", "training.registered_model=sparse-keys", "mlflow.experiment=keys", "--force"]
+    for features in ("[poi]", f"[poi,{other}]", "[poi]"):
+        assert train_main(["--config", str(path), f"training.features={features}", *common]) == 0
+    rows = {tuple(row["parts"]["features"]): row for row in champions("sparse-keys")}
+    assert set(rows) == {("poi",), ("poi", other)}
+    client = mlflow.MlflowClient(tracking_uri=config.mlflow_uri)
+    for row in rows.values():
+        version = client.get_model_version_by_alias("sparse-keys", champion_alias(row["key"]))
+        assert version.tags["comparability_key"] == row["key"]
+    # the two [poi] versions share a key: its champion is the better of them
+    poi_versions = [v for v in client.search_model_versions("name = 'sparse-keys'")
+                    if v.tags["comparability_key"] == rows[("poi",)]["key"]]
+    best = min(poi_versions, key=lambda v: (float(v.tags["val_kl"]), int(v.version)))
+    assert str(rows[("poi",)]["version"]) == str(best.version)
+    assert rows[("poi",)]["champion"] and not rows[("poi", other)]["champion"]
+    # lineage: the run that logged the champion's parent logged its input tables with their fingerprints
+    run = client.get_run(best.tags["run_id"])
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    names = {d.dataset.name: d.dataset.digest for d in parent.inputs.dataset_inputs}
+    assert names["node_features"] == read_manifest(config.tables_dir / "node_features")["fingerprint"][:36]
+    assert {"regions", "labels", "edges_adjacency"} <= set(names)
+    logged = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list")
+    assert "embedding_poi_doc2vec" in {m.name for m in logged if m.source_run_id == parent.info.run_id}
