@@ -303,7 +303,7 @@ class TrainingConfig:
     progress: bool = True  # progress bars
     variants: tuple[str, ...] = HGCN_VARIANTS  # the ablation runner's variants
     fusion: tuple[str, ...] = ("P", "PI", "PIG", "PIGF")  # the fusion ablation's feature sets
-    registered_model: str = "landuse-hgcn"  # MLflow registry name; alias `champion`
+    registered_model: str = "landuse-hgcn"  # MLflow registry name; aliases `champion-<key>` per comparability key and `champion`
 
     def _problems(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
