@@ -50,6 +50,8 @@ TASKS = {
                          "for every feature table and our models, beside published results",
     "pretrain": "MMGR-style image-encoder pretraining (NT-Xent image-image + image-POI) -> image_embeddings",
     "transfer": "cross-city transfer: pretrain on --source-config, fine-tune on --config at training fractions vs scratch",
+    "zeroshot": "zero-shot land use without labels from POI-paragraph prompts (--method text|llm|image) -> "
+                "tables/zeroshot_<method>, rejects, GeoJSON, MLflow",
     "report": "self-contained HTML report (maps, ablation/per-class tables, data summaries), logged to MLflow",
 }
 

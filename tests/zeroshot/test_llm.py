@@ -325,3 +325,15 @@ def test_databricks_path_with_fake_client(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(mlflow.deployments, "get_deploy_client", lambda target: fake401)
     with pytest.raises(ConfigError, match="401"):
         fast(cfg).score(region_prompts(["q"]))
+
+
+def test_regions_without_pois_are_rejected_without_a_request(tmp_path: Path, server: tuple[str, Script]) -> None:
+    from landuse.zeroshot.prompts import config_template
+
+    url, script = server
+    cfg = config(tmp_path, url=url)
+    empty = config_template(cfg).zero_pois
+    script.plans = {"a": [ok('{"class": "Industrial"}')]}
+    out = fast(cfg).score(region_prompts(["a", empty]))
+    assert out.scored.tolist() == [True, False] and out.rejects["reason"].tolist() == ["no_pois"]
+    assert out.usage["requests"] == 1 and len(script.requests) == 1

@@ -40,7 +40,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -385,6 +385,14 @@ class _Tally:
                 setattr(self, key, getattr(self, key) + value)
 
 
+def no_poi_paragraphs(config: Config, paragraphs: Sequence[str]) -> list[bool]:
+    """Whether each paragraph is the configured template's sentence for a region without POIs."""
+    from landuse.zeroshot.prompts import config_template, is_zero_pois
+
+    template = config_template(config)
+    return [is_zero_pois(text, template) for text in paragraphs]
+
+
 @dataclass(frozen=True)
 class _Result:
     """One region's outcome: probabilities, or a reject reason with the raw text."""
@@ -520,9 +528,13 @@ class LlmZeroShot(ZeroShotMethod):
         results: list[tuple[_Result, bool] | None] = [None] * n
         stop = threading.Event()  # set by a ConfigError (bad token): nothing more is sent
 
+        empty = no_poi_paragraphs(self.config, prompts.paragraphs)
+
         def ask(i: int) -> tuple[_Result, bool] | None:
             if stop.is_set():
                 return None
+            if empty[i]:  # nothing to describe: not worth a request (as the text method)
+                return _Result(None, "no_pois", prompts.paragraphs[i]), False
             try:
                 return self._ask(system, prompts.prompts[i], classes, limiter, tally, cache)
             except ConfigError:
