@@ -26,6 +26,14 @@ BOUNDED: dict[tuple[str, str], str] = {
     ("data/patches.py", "counts.collect()"): "per (image tile, token) counts: at most tiles x vocabulary",
     ("stages/embeddings.py", "df.toArrow()"): "flow sums per region pair: O(edges between regions), never per trip",
     ("notebook.py", "obj.limit(rows).toPandas()"): "a display preview of at most `rows` rows",
+    ("entrypoints/score.py", 'groupBy("dominant_class").count().collect()'): "one row per land-use class",
+    ("serving/batch.py", '.join(ids, "_id", "left_anti").limit(1).collect()'): "at most one unknown edge endpoint",
+    ("serving/new_regions.py", "level_token_counts(train_pois, level).toPandas()"):
+        "per (region, token) counts of the training regions: at most regions x vocabulary rows",
+    ("serving/new_regions.py", "level_token_counts(new_pois, level).toPandas()"):
+        "per (region, token) counts of the new regions: at most regions x vocabulary rows",
+    ("zeroshot/prompts.py", "T_POI_COUNTS, \"pois\").where(F.col(LEVEL) <= cfg.level).toPandas()"):
+        "poi_counts: per (region, level, token) counts, at most regions x vocabulary rows",
 }
 
 
