@@ -130,3 +130,41 @@ def test_readme_embeds_the_current_config_reference(repo_root) -> None:
     assert all(row[3] for row in reference_rows()), "every config key needs a trailing # comment in config.py"
     assert reference_markdown() in (repo_root / "README.md").read_text(), \
         "README config reference is stale: regenerate it with `landuse config --reference`"
+
+
+def test_secrets_are_redacted_in_resolved_config_and_mlflow_params(tmp_path: Path, monkeypatch) -> None:
+    """spark.conf / storage.options secrets never reach resolved_config.json or MLflow; the config keeps them."""
+    import argparse
+    import json
+
+    import mlflow
+
+    from landuse.entrypoints.common import load_from_args
+    from landuse.storage import fsspec_options
+    from landuse.training.tracking import log_config
+
+    secrets = {"spark.hadoop.fs.s3a.secret.key": "S3CR3T-sk", "spark.hadoop.fs.s3a.access.key": "AKIA-ak",
+               "spark.hadoop.fs.s3a.session.token": "TOK-st", "spark.hadoop.fs.azure.account.key.a.dfs": "AZ-k",
+               "spark.ssl.keyStorePassword": "PW-ks"}
+    path = write(tmp_path / "c.yaml", "name: s\nwork_dir: " + str(tmp_path / "w") + "\nspark:\n  conf:\n"
+                 + "".join(f"    {k}: {v}\n" for k, v in secrets.items())
+                 + "    spark.jars.packages: org.example:kept:1.0\n"
+                 + "storage:\n  options: {key: AKIA-fs, secret: S3CR3T-fs, token: TOK-fs, anon: 'false'}\n")
+    config = load_from_args(argparse.Namespace(config=[str(path)], overrides=[]))
+    values = list(secrets.values()) + ["AKIA-fs", "S3CR3T-fs", "TOK-fs"]
+
+    written = (tmp_path / "w" / "resolved_config.json").read_text()
+    logged: dict[str, str] = {}
+    monkeypatch.setattr(mlflow, "log_params", logged.update)
+    log_config(config)
+    for text in (written, json.dumps(logged)):
+        assert not [v for v in values if v in text]
+    resolved = json.loads(written)
+    assert resolved["spark"]["conf"]["spark.hadoop.fs.s3a.secret.key"] == "***"
+    assert resolved["spark"]["conf"]["spark.jars.packages"] == "org.example:kept:1.0"  # non-secrets unchanged
+    assert resolved["storage"]["options"] == {"key": "***", "secret": "***", "token": "***", "anon": "false"}
+    assert logged["spark.conf.spark.hadoop.fs.s3a.access.key"] == "***"
+    assert logged["embeddings.poi_features.max_tokens"] == "512"  # only spark.conf / storage.options are redacted
+    # what the session and the filesystems are given keeps the real values
+    assert dict(config.spark.conf) == {**secrets, "spark.jars.packages": "org.example:kept:1.0"}
+    assert fsspec_options("s3", config.storage)["secret"] == "S3CR3T-fs"

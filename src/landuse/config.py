@@ -10,6 +10,7 @@ and key, so the CLI can print it and exit non-zero without a traceback.
 from __future__ import annotations
 
 import collections.abc
+import copy
 import dataclasses
 import hashlib
 import json
@@ -598,11 +599,52 @@ class Config:
         """Plain, JSON-serialisable form (paths as strings) for logging and hashing."""
         return _plain(self)
 
+    def redacted_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with secrets replaced by ``"***"`` (see :func:`redact`): for what is written or logged."""
+        return redact(self.to_dict())
+
     def section_hash(self, *keys: str) -> str:
         """Stable hash of the named dotted sections (e.g. ``"seed"``, ``"inputs.trips"``)."""
         full = self.to_dict()
         picked = {key: _lookup(full, key.split("."), key) for key in keys}
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Keys whose values are secrets: Spark/Hadoop credentials (fs.s3a.secret.key, fs.s3a.access.key,
+# fs.s3a.session.token, fs.azure.account.key.*, ...) and fsspec filesystem options (s3fs key/secret/token,
+# client_kwargs.aws_secret_access_key, ...).
+SECRET_KEY_PATTERN = re.compile(
+    r"secret|passw(?:or)?d|token|credential|access.?key|private|api.?key|account.?key|connection.?string|^key$",
+    re.IGNORECASE,
+)
+REDACTED = "***"
+# Sections of Config.to_dict() whose keys are free-form settings that may carry secrets.
+_SECRET_SECTIONS = (("spark", "conf"), ("storage", "options"))
+
+
+def redact(tree: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a :meth:`Config.to_dict` tree with secret values replaced by ``"***"``.
+
+    Within ``spark.conf`` and ``storage.options`` (nested mappings included), every value whose key
+    matches :data:`SECRET_KEY_PATTERN` is redacted. Used for ``resolved_config.json`` and MLflow
+    params; the live :class:`Config` (and so the Spark session and filesystems) keeps the real values.
+    """
+    out = copy.deepcopy(tree)
+    for path in _SECRET_SECTIONS:
+        node: Any = out
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            _redact_mapping(node)
+    return out
+
+
+def _redact_mapping(node: dict[str, Any]) -> None:
+    for key, value in node.items():
+        if SECRET_KEY_PATTERN.search(str(key)) and value is not None:
+            node[key] = REDACTED
+        elif isinstance(value, dict):
+            _redact_mapping(value)
 
 
 def fusion_features(code: str, known: set[str] | None = None) -> tuple[str, ...]:

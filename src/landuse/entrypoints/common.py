@@ -32,7 +32,7 @@ def load_from_args(args: argparse.Namespace) -> Config:
     setup_logging(config.log_level)
     config.work_dir.mkdir(parents=True, exist_ok=True)
     resolved = config.work_dir / "resolved_config.json"
-    resolved.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    resolved.write_text(json.dumps(config.redacted_dict(), indent=2, sort_keys=True) + "\n")
     log.info("config %s resolved -> %s", ", ".join(args.config), resolved)
     return config
 

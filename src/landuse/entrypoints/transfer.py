@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--splits must be > 0")
         features = tuple(f.strip() for f in args.features.split(",") if f.strip())
         target.work_dir.mkdir(parents=True, exist_ok=True)
-        (target.work_dir / "resolved_config.json").write_text(json.dumps(target.to_dict(), indent=2, sort_keys=True) + "\n")
+        (target.work_dir / "resolved_config.json").write_text(json.dumps(target.redacted_dict(), indent=2, sort_keys=True) + "\n")
         log.info("transfer: %s -> %s", source.name, target.name)
         _, md_path = transfer_experiment(target, source, args.fractions, args.splits, features)
         print(md_path.read_text())

@@ -167,7 +167,7 @@ def run_stages(derived: Config, force: bool = False) -> list[StageResult]:
     from landuse.stages import STAGES
 
     derived.work_dir.mkdir(parents=True, exist_ok=True)
-    (derived.work_dir / "resolved_config.json").write_text(json.dumps(derived.to_dict(), indent=2, sort_keys=True) + "\n")
+    (derived.work_dir / "resolved_config.json").write_text(json.dumps(derived.redacted_dict(), indent=2, sort_keys=True) + "\n")
     return run_pipeline(derived, STAGES, force=force, only=[name for name in STAGES if name != "synth"])
 
 

@@ -74,10 +74,10 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
 
 
 def log_config(config: Config) -> None:
-    """The resolved config as params (batched: the REST API caps a call at 100 params)."""
+    """The resolved config as params, secrets redacted (batched: the REST API caps a call at 100 params)."""
     import mlflow
 
-    params = list(flatten(config.to_dict()).items())
+    params = list(flatten(config.redacted_dict()).items())
     for start in range(0, len(params), 100):
         mlflow.log_params(dict(params[start:start + 100]))
 
