@@ -5,6 +5,9 @@ What it shows, from what exists under ``<work_dir>``:
 - maps (matplotlib, PNG embedded as ``data:`` URIs): true vs predicted dominant land use side by
   side with one colour per class, per-region error (L1 sum |ŷ−y| over classes) and mixed-use
   entropy (normalised Shannon entropy of the predicted distribution);
+- per ``tables/zeroshot_<method>`` present: its dominant-class map beside the supervised one (grey:
+  not scored) and its agreement / mean L1 with the supervised predictions on the regions both
+  scored, plus each one's dominant-class accuracy against the labels where they exist;
 - the train / ablation / fusion tables (mean ± std over splits), their per-class errors, curves
   and MLflow run ids;
 - data summaries from the stage manifests: rows in / kept / rejected per source, flow join
@@ -340,6 +343,93 @@ def maps_section(page: Page, config: Config, regions: "gpd.GeoDataFrame", predic
     page.add("maps", "Maps", parts)
 
 
+def _dominant(frame: pd.DataFrame, classes: Sequence[str]) -> pd.Series:
+    """The dominant class per region: the table's ``dominant_class`` column, else the arg-max class."""
+    from landuse.training.predict import DOMINANT
+
+    return frame[DOMINANT] if DOMINANT in frame.columns else frame[list(classes)].astype(float).idxmax(axis=1)
+
+
+def zeroshot_section(page: Page, config: Config, regions: "gpd.GeoDataFrame", predictions: pd.DataFrame,
+                     manifest: dict) -> None:
+    """Per ``tables/zeroshot_<method>`` present: its dominant-class map beside the supervised one, and
+    how it compares with the supervised predictions (and with the labels, where they exist).
+
+    Nothing is added when no zero-shot table exists (the report is then as without this section).
+    """
+    from landuse.spark.io import read_pandas
+    from landuse.spark.schemas import REGION_ID
+    from landuse.zeroshot.run import METHODS, SCORED, table_name
+
+    present = [m for m in METHODS if (config.tables_dir / table_name(m)).is_dir()]
+    if not present:
+        return
+    classes = prediction_classes(config, predictions, manifest)
+    pred = predictions.set_index(REGION_ID)
+    sup_probs = pred[classes].astype(float)
+    sup_dominant = _dominant(pred, classes)
+    labels = load_labels(config, classes)
+    if labels is not None:
+        labels = labels[labels.sum(axis=1) > 0]
+    true_dominant = labels.idxmax(axis=1) if labels is not None else None
+    parts = [para("Zero-shot methods (`landuse run zeroshot`) score regions from prompts or imagery without "
+                  "using any label; the supervised model is trained on labels. Comparisons are on the regions "
+                  "both scored. Supervised accuracy includes its training regions (in-sample).")]
+    for method in present:
+        name = table_name(method)
+        try:
+            table = read_pandas(config, name, f"zeroshot --method {method}")
+        except (OSError, ValueError) as exc:
+            page.missing.append(f"zero-shot {method} ({config.tables_dir / name}) unreadable "
+                                f"({type(exc).__name__}): rerun `landuse run zeroshot --method {method}`")
+            continue
+        absent = [c for c in classes if c not in table.columns]
+        if absent or REGION_ID not in table.columns:
+            page.missing.append(f"zero-shot {method}: table {name} lacks column(s) "
+                                f"{', '.join(absent) or REGION_ID} of the predicted classes: "
+                                f"rerun `landuse run zeroshot --method {method}`")
+            continue
+        zs = table.set_index(REGION_ID)
+        scored = (zs[SCORED].astype(bool) if SCORED in zs.columns
+                  else zs[classes].astype(float).sum(axis=1) > 0)
+        zs = zs[scored]
+        zs_probs = zs[classes].astype(float)
+        zs_dominant = _dominant(zs, classes)
+        zs_title = f"zero-shot ({method}, no labels used)"
+        parts.append(f'<h3 id="zeroshot-{esc(method)}">{esc(zs_title)}</h3>')
+        png = dominant_map(regions, [("supervised: predicted dominant land use", sup_dominant),
+                                     (f"{zs_title}: dominant land use", zs_dominant)],
+                           classes, "not scored / no prediction")
+        parts.append(page.figure(
+            f"dominant_zeroshot_{method}.png", png,
+            f"Two maps side by side: supervised predicted dominant land-use class per region (left) "
+            f"and zero-shot {method} (right)",
+            f"Dominant class per region: supervised (grey: no prediction) vs zero-shot {method}, no labels used "
+            "(grey: not scored). Same colour per class in both."))
+        both = sup_probs.index.intersection(zs_probs.index)
+        agree = float((sup_dominant.loc[both] == zs_dominant.loc[both]).mean()) if len(both) else float("nan")
+        l1 = (sup_probs.loc[both] - zs_probs.loc[both]).abs().sum(axis=1)
+        parts.append(table_html(pd.DataFrame({
+            "regions scored (zero-shot)": [f"{len(zs)} / {len(regions)}"],
+            "regions both scored": [len(both)],
+            "dominant class agrees": [f"{100 * agree:.1f}%" if len(both) else "–"],
+            "mean L1 (sum over classes) between distributions": [f"{l1.mean():.4f}" if len(both) else "–"],
+        })))
+        if true_dominant is not None:
+            common = both.intersection(true_dominant.index)
+            truth = true_dominant.loc[common]
+            rows = [(zs_title, zs_dominant.loc[common]), ("supervised", sup_dominant.loc[common])]
+            parts.append(table_html(pd.DataFrame({
+                "predictions": [who for who, _ in rows],
+                "labelled regions (both scored)": [len(common)] * len(rows),
+                "dominant-class accuracy vs labels": [f"{100 * float((d == truth).mean()):.1f}%" if len(common)
+                                                      else "–" for _, d in rows],
+            })))
+        else:
+            parts.append(para("No labels (`landuse run labels`): no accuracy against true land use."))
+    page.add("zeroshot", "Zero-shot vs supervised", parts)
+
+
 def _metric_cell(row: pd.Series, metric: str) -> str:
     mean, std = row.get(metric), row.get(f"{metric}_std")
     if mean is None or pd.isna(mean):
@@ -592,6 +682,7 @@ def build_report(config: Config) -> Path:
     page = Page()
     runs: list[dict] = []
     maps_section(page, config, regions, predictions, manifest)
+    zeroshot_section(page, config, regions, predictions, manifest)
     results_section(page, config, runs)
     data_section(page, config, regions)
     run_section(page, config, runs, manifest)
