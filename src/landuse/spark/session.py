@@ -12,6 +12,11 @@
   (Sedona when present), ``sedona`` (required) or ``builtin``. The choice is logged. Delta Lake's SQL
   extension and catalog are configured when its jar is among the local jars.
 * Telemetry of Sedona / MLflow / Scarf is switched off before anything is imported or started.
+* A local master (``local``, ``local[...]``) listens on the loopback interface only: driver RPC and
+  block manager via ``spark.driver.bindAddress`` / ``spark.driver.host`` = 127.0.0.1, and the Spark UI
+  via ``SPARK_LOCAL_IP`` (Spark 3.5 has no UI host setting: its UI binds to ``$SPARK_LOCAL_IP`` or
+  0.0.0.0, whatever bindAddress says). Setting either driver key in ``spark.conf`` turns this off (an
+  explicit ``$SPARK_LOCAL_IP`` is kept). Cluster masters are left as they are.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import re
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from landuse.config import Config, SparkConfig
 from pathlib import Path
@@ -41,6 +48,9 @@ DELTA_TABLE_CLASS = "io.delta.tables.DeltaTable"
 SUPPORTED_JAVA = (8, 11, 17)
 DELTA_SQL_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+LOOPBACK = "127.0.0.1"
+DRIVER_NETWORK_KEYS = ("spark.driver.bindAddress", "spark.driver.host")
+_LOCAL_MASTER = re.compile(r"local(\[[^\]]*\])?")
 # The repository's jar folder (`make jars`), found from the package for source/editable installs.
 REPO_JARS_DIR = Path(__file__).resolve().parents[3] / "jvm" / "jars"
 
@@ -100,6 +110,31 @@ def _launched_externally() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ or "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
+def is_local_master(master: str | None) -> bool:
+    """``local``, ``local[N]``, ``local[*]``, ``local[N,F]`` (not ``local-cluster[...]`` nor cluster URLs)."""
+    return bool(master) and _LOCAL_MASTER.fullmatch(master.strip()) is not None
+
+
+def loopback_settings(master: str | None, user_conf: Mapping[str, str]) -> dict[str, str]:
+    """Driver bind/advertised address 127.0.0.1 for a local master, unless ``spark.conf`` sets either."""
+    if not is_local_master(master) or any(key in user_conf for key in DRIVER_NETWORK_KEYS):
+        return {}
+    return {key: LOOPBACK for key in DRIVER_NETWORK_KEYS}
+
+
+@contextmanager
+def _ui_on_loopback(enabled: bool) -> Iterator[None]:
+    """``SPARK_LOCAL_IP=127.0.0.1`` while the JVM is launched (the UI's bind host), unless already set."""
+    if not enabled or "SPARK_LOCAL_IP" in os.environ:
+        yield
+        return
+    os.environ["SPARK_LOCAL_IP"] = LOOPBACK
+    try:
+        yield
+    finally:
+        os.environ.pop("SPARK_LOCAL_IP", None)
+
+
 def build_session(config: Config) -> "SparkSession":
     """Build (or join) the SparkSession for ``config`` and resolve the spatial-join engine."""
     disable_telemetry()
@@ -110,10 +145,14 @@ def build_session(config: Config) -> "SparkSession":
     if active is None and not _launched_externally():
         check_java()
     builder = SparkSession.builder.appName(spark_cfg.app_name)
+    master = spark_cfg.master
     if spark_cfg.master:
         builder = builder.master(spark_cfg.master)
     elif active is None and not _launched_externally():
         builder = builder.master("local[*]")
+        master = "local[*]"
+    master = spark_cfg.conf.get("spark.master", master)  # a spark.conf entry overrides the builder's master
+    fresh_local = active is None and not _launched_externally() and is_local_master(master)
     if active is None and not _launched_externally():
         # Local mode: Python workers must run this interpreter (the venv with landuse installed),
         # not whatever `python3` is first on PATH. Clusters configure their own.
@@ -148,10 +187,13 @@ def build_session(config: Config) -> "SparkSession":
     if expects_sedona:
         settings["spark.kryo.registrator"] = SEDONA_KRYO_REGISTRATOR
     settings.update(storage_settings(config))
+    loopback = loopback_settings(master, spark_cfg.conf) if fresh_local else {}
+    settings.update(loopback)
     settings.update(dict(spark_cfg.conf))
     for key, value in settings.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with _ui_on_loopback(bool(loopback)):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     engine = resolve_engine(spark, config.spatial.engine)
     spark.conf.set(ENGINE_CONF_KEY, engine)
