@@ -7,7 +7,8 @@ one sample has no negatives: it is skipped (and counted). Every epoch draws its 
 augmentations from a generator seeded with ``(seed, epoch)``, so a run resumed from the checkpoint
 of epoch k continues exactly as the uninterrupted run would (Adam, constant learning rate).
 Checkpoints (model, optimiser, epoch, history, RNG state) go to ``checkpoint_dir/epoch-XXXX.pt``
-after every epoch, written atomically; a new call resumes from the latest one.
+after every epoch, written atomically; a new call resumes from the latest one. They hold tensors and
+plain values only (state dicts, numbers, lists, dicts, tuples), read back with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def pretrain(
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         found = latest_checkpoint(checkpoint_dir)
         if found is not None:
-            state = torch.load(found, map_location="cpu", weights_only=False)
+            state = torch.load(found, map_location="cpu", weights_only=True)  # tensors and plain containers only
             saved = state.get("settings", {})
             differs = {k: (saved.get(k), v) for k, v in run_settings.items() if k != "epochs" and saved.get(k) != v}
             if differs:
