@@ -252,11 +252,11 @@ class EnsembleHGCN(nn.Module):
 class BoundHGCN(nn.Module):
     """An :class:`HGCN` with its operators bound as buffers: ``forward(x [N, F]) → logits [N, C]``.
 
-    For logging/serving a trained model on its graph. Operators are stored in edge form
-    (``op_<name>_index`` [2, E] int64, ``op_<name>_value`` [E]) and applied by gather/scatter, so the
-    module round-trips through ``torch.save``/``torch.load(weights_only=False)`` and its state_dict,
-    moves with ``.to(device)``, and exports with ``torch.export`` (MLflow's default pt2 format), which
-    cannot trace sparse-tensor products. Outputs equal ``model(x, operators)`` up to float summation order.
+    For running a trained model on one fixed graph (the registered model is the inductive
+    :class:`landuse.models.serving.RegionModel`, which takes its operators per call). Operators are
+    stored in edge form (``op_<name>_index`` [2, E] int64, ``op_<name>_value`` [E]) and applied by
+    gather/scatter, so the module keeps them in its state_dict, moves with ``.to(device)``, and
+    exports with ``torch.export``, which cannot trace sparse-tensor products. Outputs equal ``model(x, operators)`` up to float summation order.
     """
 
     def __init__(self, model: HGCN, operators: Mapping[str, Operator]) -> None:

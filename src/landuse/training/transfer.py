@@ -307,7 +307,7 @@ def transfer_experiment(
     out.mkdir(parents=True, exist_ok=True)
     with mlflow.start_run(run_name=f"transfer:{name}"):
         log_config(target_config)
-        mlflow.log_dict(source_config.to_dict(), "source_config.json")
+        mlflow.log_dict(source_config.redacted_dict(), "source_config.json")
         mlflow.set_tags({"kind": "transfer", "source": source_config.name, "target": target_config.name,
                          "features": ",".join(features), "variant": cfg.variant, "selection": cfg.selection})
         mlflow.log_params({"transfer.fractions": ",".join(f"{f:g}" for f in fractions), "transfer.splits": splits,
