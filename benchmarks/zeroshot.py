@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "prior (mean label)": label_metrics(prior, y_s),
     }
     test_rows: dict[str, dict[str, float] | str] = {}
+    held = np.zeros(len(ids_s), dtype=bool)
     if not args.no_model:
         uri = args.model or f"models:/{config.training.registered_model}@champion"
         pred = supervised(config, uri, classes, ids_s)
@@ -180,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
           f"level {config.zeroshot.level}, temperature {config.zeroshot.temperature}, {seconds:.1f} s")
     print_table(rows)
     if test_rows:
-        held_n = int(np.isin(ids_s, champion_test_ids(uri)).sum())
-        print(f"\non the champion's test regions ({held_n} labelled and scored; never in its training loss):")
+        print(f"\non the champion's test regions ({int(held.sum())} labelled and scored; never in its training loss):")
         print_table(test_rows)
     t, maj = rows["text"], rows[f"majority ({classes[majority_k]})"]
     sup = next((m for k, m in rows.items() if k.startswith("supervised") and not isinstance(m, str)), None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor, nn
 
 from landuse.models.hgcn import HGCN, EnsembleHGCN, Operator
@@ -31,8 +30,3 @@ class RegionModel(nn.Module):
     def forward(self, x: Tensor, operators: Mapping[str, Operator]) -> Tensor:
         """x [N, F], operators {name: sparse [N, N]} → logits [N, C]."""
         return self.model((x - self.mean) / self.std, operators)
-
-
-def probabilities(logits: Tensor) -> Tensor:
-    """Predicted land-use distribution [N, C] from logits."""
-    return torch.softmax(logits, dim=-1)

@@ -184,7 +184,7 @@ def graph_from_table(table: pd.DataFrame, layout: Sequence[Mapping[str, Any]], e
                     f"region table: region {ids[src[first]]} lists neighbour {int(dst_ids[first])} in {to_col!r}, which is "
                     f"not a row of the table ({int((~found).sum())} such ids); add those regions, or pass "
                     "params {'unknown_neighbours': 'drop'} to ignore neighbours outside the table")
-            src, pos, weight, found = src[found], pos[found], weight[found], found[found]
+            src, pos, weight = src[found], pos[found], weight[found]
         index = np.stack([src, order[pos]]).astype(np.int64)
         edges[name] = (torch.from_numpy(index.reshape(2, -1)), torch.from_numpy(weight))
     y = torch.zeros(n, c)

@@ -269,17 +269,15 @@ def log_and_register(config: Config, graph: GraphData, trial: Trial, why: str | 
     import mlflow
 
     from landuse.serving.pyfunc import build_spec, log_region_model
-    from landuse.training.protocol import needed_operators, training_input, with_label_lag
+    from landuse.training.protocol import needed_operators
     from landuse.training.tracking import comparability_key, register_model
 
     cfg = config.training
     best = min(trial.runs, key=lambda r: r.metrics["val"]["kl"] if "val" in r.metrics else r.metrics["test"]["kl"])
-    # the model's input width exactly as in training (features, presence flags, spatial and label lags)
-    inputs = training_input(graph, trial.features, cfg)
-    if cfg.label_lag:
-        inputs = with_label_lag(inputs, graph, best.indices["train"])
+    # the model's input width as in training (features, presence flags, spatial and label lags):
+    # one standardisation statistic per input column
     spec = build_spec(graph, trial.variant, trial.features, sorted(needed_operators([trial.variant])),
-                      inputs.shape[1], cfg)
+                      int(best.mean.shape[0]), cfg)
     val_kl = best.metrics["val"]["kl"] if "val" in best.metrics else best.metrics["test"]["kl"]
     parts = key_parts(config, kind, graph.classes, trial.features)
     key = comparability_key(parts)

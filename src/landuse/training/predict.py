@@ -108,8 +108,7 @@ def score_table(model, regions: pd.DataFrame, model_uri: str, params: dict | Non
         raise ConfigError(f"--model {model_uri}: {exc.message.splitlines()[0]}") from None
 
 
-def write_predictions(config: Config, table: pd.DataFrame, model_uri: str, meta: dict,
-                      regions_path: Path | None = None) -> tuple[pd.DataFrame, Path, Path]:
+def write_predictions(config: Config, table: pd.DataFrame, model_uri: str, meta: dict) -> tuple[pd.DataFrame, Path, Path]:
     """Commit the prediction table (tables/predictions, with a manifest) and write predictions.geojson."""
     from landuse.manifest import commit_dir, staging_dir, write_manifest
     from landuse.spark.io import read_geoparquet, write_pandas
@@ -120,12 +119,7 @@ def write_predictions(config: Config, table: pd.DataFrame, model_uri: str, meta:
     write_pandas(table, staged)
     write_manifest(staged, {"stage": "predict", "model_uri": model_uri, "rows": len(table), **meta})
     commit_dir(staged, out)
-    if regions_path is None:
-        regions = read_geoparquet(config, T_REGIONS, "regions")[[REGION_ID, "geometry"]]
-    else:
-        import geopandas as gpd
-
-        regions = gpd.read_file(regions_path)[[REGION_ID, "geometry"]]
+    regions = read_geoparquet(config, T_REGIONS, "regions")[[REGION_ID, "geometry"]]
     geo = regions.merge(table, on=REGION_ID, how="inner").to_crs("EPSG:4326")
     geojson = config.driver_dir / "predictions.geojson"
     geo.to_file(geojson, driver="GeoJSON")
