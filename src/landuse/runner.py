@@ -44,6 +44,7 @@ class StageContext:
     staged: dict[str, Path]
     _spark: "SparkSession | None" = None
     summary: dict[str, Any] = field(default_factory=dict)  # merged into every output manifest
+    force: bool = False  # the user asked to rerun (--force): lets a stage replace a table by an empty one
 
     @property
     def spark(self) -> "SparkSession":
@@ -165,7 +166,8 @@ def run_stage(
         return StageResult(stage.name, "unchanged", 0.0, outputs)
 
     started, t0 = now_iso(), time.perf_counter()
-    ctx = StageContext(config=config, staged={name: staging_dir(path) for name, path in outputs.items()}, _spark=spark)
+    ctx = StageContext(config=config, staged={name: staging_dir(path) for name, path in outputs.items()}, _spark=spark,
+                       force=force)
     log.info("stage %s: running -> %s", stage.name, ", ".join(str(p) for p in outputs.values()))
     try:
         stage.run(ctx)

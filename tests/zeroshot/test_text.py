@@ -188,3 +188,29 @@ def test_modality_table_of_the_city(city) -> None:
     zs = pq.read_table(config.tables_dir / "zeroshot_text").to_pandas()
     assert table["region_id"].tolist() == list(range(60)) and len(table["vector"].iloc[0]) == len(CLASSES)
     assert table["has_zeroshot"].tolist() == zs["scored"].tolist()
+
+
+def test_poi_features_stage_writes_the_zeroshot_modality(city, spark) -> None:
+    """`embeddings.poi_features.zeroshot: true`: the stage writes zeroshot_features (the similarities of
+    zeroshot_features(config)); a prompt setting reruns it; the modality needs the switch."""
+    from landuse.config import ConfigError
+    from landuse.runner import run_stage
+    from landuse.stages import STAGES
+
+    path, _ = city
+    config = load_config(path, ["embeddings.poi_features.zeroshot=true", "embeddings.poi_features.text=false"])
+    assert run_stage(STAGES["poi-features"], config, STAGES, spark=spark).status == "ran"
+    table = pq.read_table(config.tables_dir / "zeroshot_features").to_pandas()
+    expected = __import__("landuse.zeroshot.text", fromlist=["x"]).zeroshot_features(config)
+    assert table["region_id"].tolist() == list(range(60)) and table["has_zeroshot"].tolist() == expected["has_zeroshot"].tolist()
+    assert np.allclose(np.stack(table["vector"]), np.stack(expected["vector"]), atol=1e-6)
+    assert read_manifest(config.tables_dir / "poi_count_features")["dims"]["zeroshot"] == len(CLASSES)
+    assert run_stage(STAGES["poi-features"], config, STAGES, spark=spark).status == "unchanged"
+    finer = load_config(path, ["embeddings.poi_features.zeroshot=true", "embeddings.poi_features.text=false",
+                               "zeroshot.max_categories=2"])
+    assert run_stage(STAGES["poi-features"], finer, STAGES, spark=spark).status == "ran"
+
+    with pytest.raises(ConfigError, match=r"training.features: modality 'zeroshot' needs embeddings.poi_features.zeroshot: true"):
+        load_config(path, ["training.features=[poi,zeroshot]"])
+    with pytest.raises(ConfigError, match=r"training.fusion: modality 'zeroshot' needs"):
+        load_config(path, ["training.fusion=[PZ]"])

@@ -3,7 +3,7 @@
 * ``node_features`` — one row per region, sorted by region id (row i = graph node i), in Parquet
   shards of ``assemble.shard_rows`` rows and row groups of ``assemble.row_group_rows``: region_id,
   one fixed-length float vector per available modality (h_poi, h_img, h_geo, h_flow, then
-  h_poi_counts, h_poi_tfidf, h_poi_density, h_poi_text, h_building and every
+  h_poi_counts, h_poi_tfidf, h_poi_density, h_poi_text, h_building, h_zeroshot and every
   ``inputs.embeddings`` name) with its flag (has_pois, has_image, has_geo, has_flow, has_<name>),
   the label distribution ``y``, ``coverage`` and ``has_label``. Numeric scalar and array columns
   only, as Petastorm's ``make_batch_reader`` needs.
@@ -145,7 +145,8 @@ STAGE = Stage(
     description="Petastorm-ready training tables: node_features shards (all modalities + labels), edges_flow",
     run=run,
     outputs=outputs,
-    config_keys=("labels", "assemble", "embeddings.image.source", "embeddings.poi_features.text", "inputs.embeddings"),
+    config_keys=("labels", "assemble", "embeddings.image.source", "embeddings.poi_features.text",
+                 "embeddings.poi_features.zeroshot", "inputs.embeddings"),
     inputs=inputs,
     upstream=("regions", "flows", "labels", "poi-embeddings", "flow-embeddings", "imagery", "location", "poi-features",
               "buildings"),

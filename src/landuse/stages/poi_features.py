@@ -5,7 +5,11 @@ Writes one modality table per feature family, each one row per region (``region_
 (``poi_tfidf``), ``poi_density_features`` (``poi_density``) and, with
 ``embeddings.poi_features.text``, ``poi_text_features`` (``poi_text``: an offline sentence
 embedding of each category's text, pooled per region — comparable across cities whose taxonomies
-differ). Counting runs on Spark; only region × token counts reach the driver.
+differ) and, with ``embeddings.poi_features.zeroshot``, ``zeroshot_features`` (``zeroshot``: the cosine
+similarity of each region's POI paragraph to each class description — the ``text`` zero-shot
+method's scores before the softmax, :func:`landuse.zeroshot.text.zeroshot_features` — a compact,
+taxonomy-free POI summary of ``len(labels.classes)`` columns). Counting runs on Spark; only
+region × token counts reach the driver.
 """
 
 from __future__ import annotations
@@ -27,13 +31,18 @@ POI_FEATURE_TABLES = {
     "poi_tfidf": "poi_tfidf_features",
     "poi_density": "poi_density_features",
     "poi_text": "poi_text_features",
+    "zeroshot": "zeroshot_features",
 }
+# the zeroshot.* settings that change the zeroshot modality (not the llm / image ones)
+ZEROSHOT_KEYS = ("zeroshot.language", "zeroshot.templates", "zeroshot.level", "zeroshot.max_categories",
+                 "zeroshot.temperature", "zeroshot.text_model", "labels.classes")
 
 
 def modalities(config: Config) -> list[str]:
     """The modalities this stage writes under ``config``."""
     names = ["poi_counts", "poi_tfidf", "poi_density"]
-    return names + (["poi_text"] if config.embeddings.poi_features.text else [])
+    cfg = config.embeddings.poi_features
+    return names + (["poi_text"] if cfg.text else []) + (["zeroshot"] if cfg.zeroshot else [])
 
 
 def run(ctx: StageContext) -> None:
@@ -64,6 +73,10 @@ def run(ctx: StageContext) -> None:
         text = _text_table(counts[cfg.text_level], ids, config)
         write_pandas(text, ctx.out(POI_FEATURE_TABLES["poi_text"]))
         dims["poi_text"] = len(text["vector"].iloc[0])
+    if cfg.zeroshot:
+        zeroshot = _zeroshot_table(ctx, ids)
+        write_pandas(zeroshot, ctx.out(POI_FEATURE_TABLES["zeroshot"]))
+        dims["zeroshot"] = len(zeroshot["vector"].iloc[0])
     ctx.summary.update(regions=len(ids), regions_with_pois=int(has.sum()), levels=chosen, dims=dims,
                        tokens={str(lv): len(matrices[lv][1]) for lv in levels})
     log.info("poi features: %d regions (%d with POIs), dims %s", len(ids), int(has.sum()), dims)
@@ -86,6 +99,17 @@ def _text_table(counts, ids: np.ndarray, config: Config):
     return region_text_vectors(counts, dict(zip(tokens, vectors)), ids, dim=embedder.dim)
 
 
+def _zeroshot_table(ctx: StageContext, ids: np.ndarray):
+    """The zero-shot class similarities of every region (modality zeroshot); bad prompt settings or a
+    missing text model are one-line ConfigErrors from the zeroshot package."""
+    from landuse.zeroshot.prompts import region_prompts
+    from landuse.zeroshot.text import TextMethod, zeroshot_modality_table
+
+    prompts = region_prompts(ctx.config, ctx.spark, region_ids=ids)
+    sims, scored = TextMethod(ctx.config).similarities(prompts)
+    return zeroshot_modality_table(prompts.region_ids, sims, scored)
+
+
 def outputs(config: Config) -> dict:
     """One table per modality written."""
     return {POI_FEATURE_TABLES[m]: table_path(config, POI_FEATURE_TABLES[m]) for m in modalities(config)}
@@ -104,7 +128,7 @@ STAGE = Stage(
     description="POI category shares / TF-IDF per level, density, pooled category-text embeddings per region",
     run=run,
     outputs=outputs,
-    config_keys=("embeddings.poi_features",),
+    config_keys=("embeddings.poi_features", *ZEROSHOT_KEYS),
     inputs=inputs,
     upstream=("regions", "pois"),
     enabled=lambda config: config.inputs.pois is not None,
