@@ -18,16 +18,22 @@ def _synth(argv: list[str]) -> int:
     parser.add_argument("--profile", choices=PROFILES, default="london")
     parser.add_argument("--scale", choices=SCALES, default="tiny")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--out", type=Path, required=True, help="output directory (replaced atomically)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output directory (replaced atomically; only when empty or a previous landuse output)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
 
     def body() -> int:
         from landuse.logs import setup_logging
+        from landuse.manifest import UnsafeOutputError
         from landuse.synth import generate
 
         setup_logging(args.log_level)
-        manifest = generate(args.profile, args.scale, args.seed, args.out, progress=True)
+        try:
+            manifest = generate(args.profile, args.scale, args.seed, args.out, progress=True)
+        except UnsafeOutputError as exc:
+            print(f"error: --out {exc}", file=sys.stderr)
+            return 2
         print(json.dumps(manifest.get("counts", {}), sort_keys=True))
         print(f"synthetic city ({args.profile}, {args.scale}, seed {args.seed}) -> {args.out}")
         return 0

@@ -5,6 +5,19 @@ depends on, and the upstream stages whose outputs it reads. :func:`run_stage` co
 fingerprint from those; when every output's manifest carries the same fingerprint the stage is
 skipped (``force=True`` reruns it). Otherwise the stage fills staging directories, the runner
 writes a manifest into each and commits them atomically (:mod:`landuse.manifest`).
+
+Safety and integrity (:mod:`landuse.manifest`, :mod:`landuse.locks`):
+
+* A run holds the work dir's lock (:func:`landuse.locks.work_dir_lock`, re-entrant within a process):
+  a second process on the same work dir is refused with one line naming the holder.
+* Every output must lie inside ``work_dir`` (or ``synth.dir``), and an existing output directory is
+  only replaced when it is empty or a landuse output (:class:`~landuse.manifest.UnsafeOutputError`).
+* Each output's manifest records its files (``parts``). Before a stage uses an upstream output, the
+  runner verifies it; a missing, extra, truncated or changed file stops the stage with one line
+  naming the table, the file and the command that rebuilds it
+  (:class:`~landuse.manifest.IntegrityError`): the runner never reruns an upstream stage on its own.
+  A stage whose *own* outputs fail verification is not skipped as unchanged: it reruns, so
+  ``landuse pipeline`` (which runs the upstream stage first) repairs a damaged table.
 """
 
 from __future__ import annotations
@@ -18,17 +31,24 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import landuse
 from landuse.config import Config, ConfigError
 from landuse.manifest import (
+    PARTS_KEY,
     HashCache,
+    IntegrityError,
+    UnsafeOutputError,
+    check_replaceable,
     commit_dir,
+    content_record,
     discard_dir,
     fingerprint,
     now_iso,
     read_manifest,
     recover_dir,
     staging_dir,
+    verify_output,
+    work_dir_cache,
     write_manifest,
 )
-from landuse.storage import location, parquet_files, parquet_metadata
+from landuse.storage import is_within, location, parquet_files, parquet_metadata
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -119,6 +139,7 @@ def stage_fingerprint(
                     f"stage {stage.name}: upstream output {out_name} ({out_path}) is missing; "
                     f"run `landuse run {name}` first"
                 )
+            verify_output(out_path, _what(config, out_name, out_path), f"landuse run {name} --force", cache)
             upstream[out_name] = manifest["fingerprint"]
     config_hash = config.section_hash(*stage.config_keys)
     parts = [stage.name, stage.version, landuse.__version__, config_hash, inputs, upstream]
@@ -133,6 +154,30 @@ def stage_fingerprint(
     }
 
 
+def _what(config: Config, name: str, path: Path) -> str:
+    """How messages name an output: ``table trips`` under the tables dir, else ``output synth``."""
+    return f"table {name}" if is_within(path, config.tables_dir) else f"output {name}"
+
+
+def check_output_paths(stage: Stage, config: Config, outputs: Mapping[str, Path]) -> None:
+    """Refuse outputs outside ``work_dir`` (or ``synth.dir``): the runner replaces what it commits."""
+    for name, final in outputs.items():
+        if is_within(final, config.work_dir) or is_within(final, config.synth.dir, allow_equal=True):
+            continue
+        raise UnsafeOutputError(f"stage {stage.name}: output {name} ({final}) is outside work_dir {config.work_dir} "
+                                f"and synth.dir {config.synth.dir}; refusing to write there")
+
+
+def _damaged(stage: Stage, config: Config, outputs: Mapping[str, Path], cache: HashCache) -> str | None:
+    """The first integrity problem of the stage's own committed outputs, or None."""
+    for name, final in outputs.items():
+        try:
+            verify_output(final, _what(config, name, final), f"landuse run {stage.name} --force", cache)
+        except IntegrityError as exc:
+            return str(exc)
+    return None
+
+
 def run_stage(
     stage: Stage,
     config: Config,
@@ -141,9 +186,33 @@ def run_stage(
     force: bool = False,
     spark: "SparkSession | None" = None,
 ) -> StageResult:
-    """Run one stage with atomic outputs, or skip it when its fingerprint is unchanged."""
+    """Run one stage with atomic outputs, or skip it when its fingerprint is unchanged (and its outputs verify).
+
+    Holds the work dir's lock for the run (re-entrant: the pipeline's own lock covers its stages).
+
+    Raises:
+        landuse.locks.LockError: another process holds the work dir's lock.
+        UnsafeOutputError: an output lies outside the work dir, or would replace a directory that is
+            not a landuse output.
+        IntegrityError: an upstream output's files differ from its manifest.
+    """
+    from landuse.locks import work_dir_lock
+
+    with work_dir_lock(config, command=f"run_stage {stage.name}"):
+        return _run_stage(stage, config, registry, force=force, spark=spark)
+
+
+def _run_stage(
+    stage: Stage,
+    config: Config,
+    registry: Mapping[str, Stage] | None,
+    *,
+    force: bool,
+    spark: "SparkSession | None",
+) -> StageResult:
     registry = registry or {stage.name: stage}
     outputs = output_paths(stage, config)
+    check_output_paths(stage, config, outputs)
     for final in outputs.values():
         recover_dir(final)
     if not stage.enabled(config):
@@ -157,18 +226,27 @@ def run_stage(
         # the fingerprint, so a Spark stage gets its session before the skip check.
         spark = spark or build_session(config)
         table_format = session_table_format(spark)
-    cache = HashCache(config.work_dir / ".hashcache.json")
-    fp = stage_fingerprint(stage, config, registry, cache, table_format)
-    cache.save()
+    cache = work_dir_cache(config.work_dir) or HashCache(config.work_dir / ".hashcache.json")
+    try:
+        fp = stage_fingerprint(stage, config, registry, cache, table_format)
+    finally:
+        cache.save()  # hashes computed before a failed verification are still worth keeping
     current = [read_manifest(path) for path in outputs.values()]
     if not force and all(m is not None and m.get("fingerprint") == fp["fingerprint"] for m in current):
-        log.info("stage %s: inputs and config unchanged, skipping (use --force to rerun)", stage.name)
-        return StageResult(stage.name, "unchanged", 0.0, outputs)
+        damaged = _damaged(stage, config, outputs, cache)
+        cache.save()
+        if damaged is None:
+            log.info("stage %s: inputs and config unchanged, skipping (use --force to rerun)", stage.name)
+            return StageResult(stage.name, "unchanged", 0.0, outputs)
+        log.warning("stage %s: %s; rerunning it", stage.name, damaged.split("; rerun")[0])
+    for name, final in outputs.items():
+        check_replaceable(final, f"stage {stage.name}: output {name} ({final})")
 
     started, t0 = now_iso(), time.perf_counter()
     ctx = StageContext(config=config, staged={name: staging_dir(path) for name, path in outputs.items()}, _spark=spark,
                        force=force)
     log.info("stage %s: running -> %s", stage.name, ", ".join(str(p) for p in outputs.values()))
+    parts: dict[str, dict[str, Any]] = {}
     try:
         stage.run(ctx)
         seconds = time.perf_counter() - t0
@@ -184,6 +262,7 @@ def run_stage(
                 **table_stats(staged),
                 **ctx.summary,
             }
+            parts[name] = manifest[PARTS_KEY] = content_record(staged)
             write_manifest(staged, manifest)
     except BaseException:
         for staged in ctx.staged.values():
@@ -191,6 +270,8 @@ def run_stage(
         raise
     for name, staged in ctx.staged.items():
         commit_dir(staged, outputs[name])
+        cache.adopt(outputs[name], parts[name])
+    cache.save()
     log.info("stage %s: done in %.1f s", stage.name, seconds)
     return StageResult(stage.name, "ran", seconds, outputs)
 
@@ -202,17 +283,20 @@ def run_pipeline(
     force: bool = False,
     only: list[str] | None = None,
 ) -> list[StageResult]:
-    """Run the registry's stages in order, sharing one Spark session between them."""
+    """Run the registry's stages in order, sharing one Spark session between them (under the work dir's lock)."""
+    from landuse.locks import work_dir_lock
+
     results: list[StageResult] = []
     spark = None
-    for name, stage in registry.items():
-        if only and name not in only:
-            continue
-        if spark is None and _needs_spark(stage, config):
-            from landuse.spark.session import build_session
+    with work_dir_lock(config, command="run_pipeline"):
+        for name, stage in registry.items():
+            if only and name not in only:
+                continue
+            if spark is None and _needs_spark(stage, config):
+                from landuse.spark.session import build_session
 
-            spark = build_session(config)
-        results.append(run_stage(stage, config, registry, force=force, spark=spark))
+                spark = build_session(config)
+            results.append(run_stage(stage, config, registry, force=force, spark=spark))
     return results
 
 

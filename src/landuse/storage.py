@@ -180,6 +180,74 @@ def remove_tree(path: Any) -> None:
         pass
 
 
+# Keys fsspec filesystems use for a content checksum in ``info()`` / ``find(detail=True)``, best first:
+# s3fs (ETag), gcsfs (md5Hash, crc32c), adlfs (content_settings.content_md5 is nested; etag at top).
+_CHECKSUM_KEYS = ("ETag", "etag", "md5Hash", "crc32c")
+
+
+def file_details(directory: Any) -> dict[str, dict[str, Any]]:
+    """``{relative name: {"bytes": size, "etag": checksum or absent}}`` of every file under ``directory``.
+
+    Local: one ``stat`` per file (no content read). Object store: one listing, whose entries carry the
+    size and, where the store exposes one cheaply (S3's ETag, GCS's md5Hash), a checksum.
+    """
+    if is_local(directory):
+        root = Path(directory)
+        out: dict[str, dict[str, Any]] = {}
+        for dirpath, _, names in os.walk(root):
+            for name in names:
+                file = Path(dirpath) / name
+                try:
+                    size = file.stat().st_size
+                except OSError:  # vanished (or a dangling link) while listing
+                    continue
+                out[file.relative_to(root).as_posix()] = {"bytes": size}
+        return out
+    base = directory.path.rstrip("/")
+    try:
+        found = directory.fs.find(base, detail=True)
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for name, info in found.items():
+        if name.endswith("/") or info.get("type") == "directory":
+            continue
+        entry: dict[str, Any] = {"bytes": int(info.get("size") or 0)}
+        for key in _CHECKSUM_KEYS:
+            if info.get(key):
+                entry["etag"] = str(info[key]).strip('"')
+                break
+        out[name[len(base) + 1:]] = entry
+    return out
+
+
+def sha256_remote(directory: Any, rel: str, chunk: int = 1 << 20) -> str:
+    """sha256 of one file of a directory on an fsspec filesystem (read in chunks)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with directory.fs.open(f"{directory.path.rstrip('/')}/{rel}", "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_within(path: Any, root: Any, *, allow_equal: bool = False) -> bool:
+    """Whether ``path`` lies inside ``root`` (resolved locally; a key-prefix check for URIs, no ``..``)."""
+    if is_local(path) != is_local(root):
+        return False
+    if is_local(path):
+        try:
+            rel = Path(path).resolve().relative_to(Path(root).resolve())
+        except ValueError:
+            return False
+        return allow_equal or rel != Path(".")
+    text, base = str(path).rstrip("/"), str(root).rstrip("/")
+    if ".." in text.split("/"):
+        return False
+    return (allow_equal and text == base) or text.startswith(base + "/")
+
+
 def list_files(directory: Any) -> list[str]:
     """Relative names of every file under ``directory`` (sorted)."""
     if is_local(directory):

@@ -119,10 +119,16 @@ def test_same_seed_same_bytes_other_seed_differs(cities: dict[str, Path], tmp_pa
     assert set(differing) >= set(hashes) - {"regions/regions.gpkg"}
 
 
+def _previous_city(out: Path, marker: str) -> None:
+    """A directory that a previous generation wrote (its manifest names the generator)."""
+    out.mkdir()
+    (out / SYNTH_MANIFEST_FILE).write_text(json.dumps({"generator": {"name": "landuse.synth"}}))
+    (out / marker).write_text("previous city")
+
+
 def test_existing_output_is_replaced_atomically(tmp_path: Path) -> None:
     out = tmp_path / "city"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    _previous_city(out, "stale.txt")
     generate("london", "tiny", 3, out)
     assert not (out / "stale.txt").exists() and (out / SYNTH_MANIFEST_FILE).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["city"]  # no partial or aside directories left
@@ -130,8 +136,7 @@ def test_existing_output_is_replaced_atomically(tmp_path: Path) -> None:
 
 def test_failed_generation_leaves_previous_city_untouched(tmp_path: Path) -> None:
     out = tmp_path / "city"
-    out.mkdir()
-    (out / "keep.txt").write_text("previous city")
+    _previous_city(out, "keep.txt")
     with pytest.raises(FileNotFoundError):
         generate("shenzhen", "tiny", 3, out, class_map_dir=tmp_path / "no-such-dir")
     assert (out / "keep.txt").read_text() == "previous city"

@@ -71,8 +71,11 @@ def stage_main(stage_name: str, argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
+        from landuse.locks import work_dir_lock
+
         config = load_from_args(args)
-        result = run_stage(STAGES[stage_name], config, STAGES, force=args.force)
+        with work_dir_lock(config, command=f"landuse run {stage_name}"):
+            result = run_stage(STAGES[stage_name], config, STAGES, force=args.force)
         for name, path in result.outputs.items():
             print(f"{stage_name}: {result.status} {name} -> {path}")
         return 0

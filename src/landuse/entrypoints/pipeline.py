@@ -6,6 +6,7 @@ import argparse
 
 from landuse.config import ConfigError
 from landuse.entrypoints.common import add_config_args, guarded, load_from_args
+from landuse.locks import work_dir_lock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(only or []) - set(STAGES))
         if unknown:
             raise ConfigError(f"--stages: unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
-        results = run_pipeline(config, STAGES, force=args.force, only=only)
+        with work_dir_lock(config, command="landuse pipeline"):
+            results = run_pipeline(config, STAGES, force=args.force, only=only)
         print(f"\n{'stage':<16} {'status':<10} {'seconds':>8}  output")
         for result in results:
             for path in result.outputs.values() or ["-"]:

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from landuse.config import Config, ConfigError
-from landuse.manifest import is_committed
+from landuse.manifest import UnsafeOutputError, is_committed, verify_output, work_dir_cache
 from landuse.storage import is_local, parquet_files, parquet_metadata, read_parquet, write_parquet
 
 if TYPE_CHECKING:
@@ -30,17 +30,38 @@ PART = "part-00000.parquet"
 
 
 def table_path(config: Config, name: str) -> Path:
-    """Final location of table ``name`` for this run."""
+    """Final location of table ``name`` for this run (``rejects/<source>`` style names allowed).
+
+    Raises:
+        UnsafeOutputError: ``name`` is absolute, or has an empty, ``.`` or ``..`` segment (it would
+            leave the tables dir).
+    """
+    segments = name.replace("\\", "/").split("/")
+    if not name or name.startswith(("/", "\\")) or any(s in ("", ".", "..") for s in segments) or ":" in segments[0]:
+        raise UnsafeOutputError(f"table name {name!r}: not a relative name inside {config.tables_dir} "
+                                "(no absolute path, '.' or '..' segments)")
     return config.tables_dir / name
 
 
 def require_table(config: Config, name: str, producer: str) -> Path:
-    """Path of an existing table, or a one-line error saying which stage makes it."""
+    """Path of an existing table whose files match its manifest, or a one-line error saying what to rerun.
+
+    Raises:
+        ConfigError: the table does not exist (run ``producer`` first).
+        IntegrityError: a file of the table is missing, extra, truncated or changed
+            (:func:`landuse.manifest.verify_output`).
+    """
     path = table_path(config, name)
     # Locally a table directory only appears by rename, complete; on an object store only its
     # manifest (written last) says the copy is complete (landuse.manifest).
     if not (path.is_dir() if is_local(path) else is_committed(path)):
         raise ConfigError(f"table {name} not found at {path}: run `landuse run {producer}` first")
+    cache = work_dir_cache(config.work_dir)
+    try:
+        verify_output(path, f"table {name}", f"landuse run {producer} --force", cache)
+    finally:
+        if cache is not None:
+            cache.save()
     return path
 
 

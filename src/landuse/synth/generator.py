@@ -21,6 +21,7 @@ from pyproj import Transformer
 
 import landuse
 from landuse.constants import CRS_WGS84, LANDUSE_CLASSES, SYNTH_MANIFEST_FILE
+from landuse.manifest import SYNTH_GENERATOR, check_replaceable
 from landuse.synth.buildings import (
     FLOOR_HEIGHT_M,
     HEIGHT_COLUMN,
@@ -246,7 +247,7 @@ def _build(profile: ProfileSpec, scale: ScaleSpec, seed: int, root: Path, class_
     surveyed = latent.classes != NO_LANDUSE
     cell_share = np.bincount(latent.classes[surveyed].ravel(), minlength=len(LANDUSE_CLASSES)) / latent.classes.size
     return {
-        "generator": {"name": "landuse.synth", "version": GENERATOR_VERSION, "package_version": landuse.__version__},
+        "generator": {"name": SYNTH_GENERATOR, "version": GENERATOR_VERSION, "package_version": landuse.__version__},
         "profile": profile.name,
         "scale": scale.name,
         "seed": seed,
@@ -275,7 +276,12 @@ def _build(profile: ProfileSpec, scale: ScaleSpec, seed: int, root: Path, class_
 
 
 def _swap_into_place(staged: Path, out_dir: Path) -> None:
-    """Move ``staged`` to ``out_dir``; an existing ``out_dir`` is renamed aside first, then deleted."""
+    """Move ``staged`` to ``out_dir``; an existing ``out_dir`` is renamed aside first, then deleted.
+
+    Only an empty directory or a landuse output is ever replaced (checked again here, right before
+    the rename, in case the directory was filled while the city was being generated).
+    """
+    check_replaceable(out_dir)
     if out_dir.exists() or out_dir.is_symlink():
         aside = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.replace(out_dir, aside)
@@ -296,12 +302,15 @@ def generate(profile: str, scale: str, seed: int, out_dir: Path, class_map_dir: 
         profile: ``shenzhen`` or ``london`` (source formats, CRS, regional units).
         scale: ``tiny``, ``small``, ``medium`` or ``large``.
         seed: non-negative integer; the same seed gives byte-identical files.
-        out_dir: destination directory; replaced atomically if it exists.
+        out_dir: destination directory; replaced atomically if it exists, and only when it is empty or a
+            landuse output (its ``manifest.json`` is the generator's, or it has a ``_manifest.json``).
         class_map_dir: directory with the class-map CSVs (default ``<repo>/conf/classmaps``).
         progress: also log per-day progress of trip generation.
 
     Raises:
         ValueError: unknown profile or scale, or a negative / non-integer seed.
+        landuse.manifest.UnsafeOutputError: ``out_dir`` exists, is not empty and is not a landuse output
+            (checked before generating; nothing is written or deleted).
     """
     profile_spec = get_profile(profile)
     scale_spec = get_scale(scale)
@@ -310,6 +319,7 @@ def generate(profile: str, scale: str, seed: int, out_dir: Path, class_map_dir: 
     seed = int(seed)
     class_map_dir = Path(class_map_dir) if class_map_dir is not None else default_class_map_dir()
     out_dir = Path(out_dir).absolute()
+    check_replaceable(out_dir)  # before minutes of generation, not only at the swap
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     log.info("synth: generating %s/%s seed %d -> %s", profile, scale, seed, out_dir)
     started = time.perf_counter()
