@@ -108,6 +108,14 @@ class StudyConfig:
             len(self.extent) != 4 or self.extent[0] >= self.extent[2] or self.extent[1] >= self.extent[3]
         ):
             return [("extent", "expected [min_lon, min_lat, max_lon, max_lat] with min < max")]
+        if self.crs is not None:
+            import pyproj  # lazily: a config without a CRS need not load PROJ
+
+            try:
+                pyproj.CRS.from_user_input(self.crs)
+            except pyproj.exceptions.CRSError:
+                return [("crs", f"unknown CRS {self.crs!r}; use a code PROJ knows, e.g. EPSG:32650 "
+                                "(check it at https://epsg.io)")]
         return []
 
 
@@ -475,6 +483,12 @@ class SparkConfig:
     arrow_batch_size: int = 50_000  # rows per Arrow batch for vectorised Python steps
     conf: Mapping[str, str] = field(default_factory=_frozen_empty)  # any extra Spark setting, e.g. spark.jars.packages
 
+    def _problems(self) -> list[tuple[str, str]]:
+        # Checked here, before any JVM starts: Spark would fail later with a Java stack trace.
+        from landuse.spark.session import spark_setting_problems
+
+        return spark_setting_problems(self)
+
 
 @dataclass(frozen=True)
 class StorageConfig:
@@ -814,13 +828,72 @@ def _is_under(path: Path, parent: Path) -> bool:
         return False
 
 
+# A config is a few hundred YAML nodes; anchors/aliases that expand past this are a "billion
+# laughs" document, which would otherwise hang the merge and interpolation (memory without bound).
+YAML_MAX_NODES = 10_000
+YAML_MAX_BYTES = 1 << 20  # 1 MiB: far above any real config, checked before the file is read
+
+
+class _YamlTooLarge(Exception):
+    """Raised inside the bounded loader; turned into a ConfigError naming the file."""
+
+
+def _expanded_nodes(node: yaml.Node, memo: dict[int, int], active: set[int]) -> int:
+    """Nodes of ``node`` once every alias is expanded; raises _YamlTooLarge above YAML_MAX_NODES.
+
+    Aliases share composed nodes, so sizes are memoised per node: linear in the document's text,
+    never in its expansion. A node reached again while it is being counted is a recursive alias.
+    """
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise _YamlTooLarge("an alias refers to its own anchor (an infinitely deep document)")
+    active.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        children: list[yaml.Node] = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    else:
+        children = []
+    total = 1
+    for child in children:
+        total += _expanded_nodes(child, memo, active)
+        if total > YAML_MAX_NODES:
+            raise _YamlTooLarge(f"anchors/aliases expand it past {YAML_MAX_NODES:,} nodes")
+    active.discard(key)
+    memo[key] = total
+    return total
+
+
+def _bounded_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` of ``text`` that refuses alias bombs and recursive aliases (ConfigError naming ``where``)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_nodes(node, {}, set())
+        return loader.construct_document(node)
+    except _YamlTooLarge as exc:
+        raise ConfigError(f"{where}: YAML refused: {exc}; write the values out instead of nesting "
+                          "aliases") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML refused: nested too deep; flatten the document") from None
+    finally:
+        loader.dispose()
+
+
 def _read_yaml_with_parents(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'extends' cycle")
+    if path.stat().st_size > YAML_MAX_BYTES:
+        raise ConfigError(f"{path}: config file is {path.stat().st_size:,} bytes, over the "
+                          f"{YAML_MAX_BYTES:,}-byte limit for a config; is this the right file?")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _bounded_yaml(path.read_text(), str(path)) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -839,7 +912,7 @@ def _parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
         raise ConfigError(f"override {item!r}: expected key=value, e.g. spark.shuffle_partitions=4")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = _bounded_yaml(raw, f"override {key}") if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     return key, value

@@ -59,6 +59,79 @@ class SessionError(RuntimeError):
     """The session cannot be built as configured (no Java, Sedona required but absent, ...)."""
 
 
+# Sizes as Spark's JavaUtils.byteStringAs reads them (512m, 4g, 2gb): a whole number and a unit.
+# A unit is required: Spark reads a bare number as MiB for some keys and bytes for others.
+_SIZE = re.compile(r"(\d+)([kmgtp])b?", re.IGNORECASE)
+_SIZE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+# Spark needs 1.5 x 300 MiB of reserved memory in the driver heap, or SparkContext refuses to start.
+MIN_DRIVER_MEMORY = 512 << 20
+# Common settings whose values can be checked without a JVM: what Spark would reject, or misread.
+_SIZE_KEYS = ("spark.driver.memory", "spark.executor.memory", "spark.driver.memoryOverhead",
+              "spark.executor.memoryOverhead", "spark.executor.pyspark.memory", "spark.memory.offHeap.size",
+              "spark.driver.maxResultSize", "spark.kryoserializer.buffer.max", "spark.sql.files.maxPartitionBytes")
+_POSITIVE_INT_KEYS = ("spark.sql.shuffle.partitions", "spark.default.parallelism", "spark.executor.cores",
+                      "spark.driver.cores", "spark.task.cpus", "spark.executor.instances")
+_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)(,\s*[1-9]\d*)?\])?|local-cluster\[.+\]|yarn|"
+                     r"(spark|k8s|mesos)://\S+")
+
+
+def size_bytes(text: str) -> int | None:
+    """Bytes of a Spark size string (``512m``, ``4g``, ``2gb``), or None when it is not one."""
+    match = _SIZE.fullmatch(text.strip())
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()] if match else None
+
+
+def jvm_memory(text: str) -> str:
+    """A size as the JVM's ``-Xmx`` takes it (``2gb`` -> ``2g``): the launcher passes driver memory verbatim."""
+    match = _SIZE.fullmatch(text.strip())
+    return f"{match.group(1)}{match.group(2).lower()}" if match else text
+
+
+def _value_problem(key: str, value: str) -> str | None:
+    """Why Spark would reject ``value`` for ``key`` (a short phrase with an example), or None."""
+    text = str(value).strip()
+    if key in _SIZE_KEYS:
+        size = size_bytes(text)
+        if size is None or (size == 0 and key != "spark.driver.maxResultSize"):
+            return f"expected a size such as 512m, 4g or 2gb, got {text!r}"
+        if key == "spark.driver.memory" and size < MIN_DRIVER_MEMORY:
+            return f"{text} is too small: Spark's driver needs at least 512m"
+    elif key in _POSITIVE_INT_KEYS:
+        if not text.isdigit() or int(text) <= 0:
+            return f"expected a positive integer, got {text!r}"
+    elif key.endswith(".enabled") and key.startswith("spark."):
+        if text.lower() not in ("true", "false"):
+            return f"expected true or false, got {text!r}"
+    elif key == "spark.master" and not _MASTER.fullmatch(text):
+        return f"expected local[*], local[N], spark://HOST:PORT, yarn or k8s://URL, got {text!r}"
+    return None
+
+
+def spark_setting_problems(spark_cfg: SparkConfig) -> list[tuple[str, str]]:
+    """(key, problem) for every ``spark:`` setting Spark would reject, keys relative to ``spark.``.
+
+    Run at config load (``SparkConfig._problems``) and again in :func:`build_session`, so a bad
+    value is one line naming the key instead of a JVM that fails to start or a Java stack trace.
+    """
+    problems: list[tuple[str, str]] = []
+    if not spark_cfg.app_name.strip():
+        problems.append(("app_name", "must not be empty"))
+    if spark_cfg.master is not None and not _MASTER.fullmatch(spark_cfg.master.strip()):
+        problems.append(("master", _value_problem("spark.master", spark_cfg.master) or "not a Spark master"))
+    if spark_cfg.shuffle_partitions <= 0:
+        problems.append(("shuffle_partitions", f"must be a positive integer (e.g. 8), got {spark_cfg.shuffle_partitions}"))
+    if spark_cfg.arrow_batch_size <= 0:
+        problems.append(("arrow_batch_size", f"must be a positive integer (e.g. 50000), got {spark_cfg.arrow_batch_size}"))
+    problem = _value_problem("spark.driver.memory", spark_cfg.driver_memory)
+    if problem:
+        problems.append(("driver_memory", problem))
+    for key, value in spark_cfg.conf.items():
+        problem = _value_problem(key, value)
+        if problem:
+            problems.append((f"conf.{key}", problem))
+    return problems
+
+
 def disable_telemetry() -> None:
     """Set the telemetry opt-out variables (idempotent; call before importing Sedona/MLflow)."""
     for key, value in TELEMETRY_ENV.items():
@@ -141,6 +214,10 @@ def build_session(config: Config) -> "SparkSession":
     from pyspark.sql import SparkSession
 
     spark_cfg: SparkConfig = config.spark
+    problems = spark_setting_problems(spark_cfg)  # configs built in code skip load_config's checks
+    if problems:
+        key, problem = problems[0]
+        raise SessionError(f"spark.{key}: {problem}")
     active = SparkSession.getActiveSession()
     if active is None and not _launched_externally():
         check_java()
@@ -173,7 +250,7 @@ def build_session(config: Config) -> "SparkSession":
         # A generated method over the JVM's 8,000-byte JIT limit runs interpreted (measured: ingest's
         # parse 3x slower); above this Spark splits the stage's code instead of one huge method.
         "spark.sql.codegen.hugeMethodLimit": "8000",
-        "spark.driver.memory": spark_cfg.driver_memory,
+        "spark.driver.memory": jvm_memory(spark_cfg.driver_memory),
         # Executors inherit the opt-outs too (Sedona checks them in the JVM and in Python workers).
         **{f"spark.executorEnv.{k}": v for k, v in TELEMETRY_ENV.items()},
     }
@@ -190,6 +267,7 @@ def build_session(config: Config) -> "SparkSession":
     loopback = loopback_settings(master, spark_cfg.conf) if fresh_local else {}
     settings.update(loopback)
     settings.update(dict(spark_cfg.conf))
+    settings["spark.driver.memory"] = jvm_memory(settings["spark.driver.memory"])
     for key, value in settings.items():
         builder = builder.config(key, value)
     with _ui_on_loopback(bool(loopback)):
