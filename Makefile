@@ -31,7 +31,7 @@ venv: $(STAMP)
 # torch==2.13.0 goes first (PyPI's build, with its CUDA wheels; it runs on the CPU), so nothing else picks it. petastorm is
 # installed --no-deps afterwards: its setuptools<70 pin and torch's setuptools>=77 cannot share one
 # resolver pass (docs/architecture.md), and petastorm works with the newer setuptools.
-$(STAMP): requirements.txt constraints.txt setup.py
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; landuse needs Python 3.11 (set PYTHON=/path/to/python3.11)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 'setuptools>=77' wheel
