@@ -21,6 +21,7 @@ from pathlib import Path
 
 from landuse.config import ConfigError
 from landuse.entrypoints.common import add_config_args, guarded, load_from_args
+from landuse.training.signals import kill_runs_on_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def _json(text: str, flag: str) -> dict:
     return value
 
 
+@kill_runs_on_sigterm  # SIGTERM ends the MLflow runs KILLED instead of leaving them RUNNING
 def main(argv: list[str] | None = None) -> int:
     """``landuse run pretrain --config conf/X.yaml [--encoder smallcnn] [--epochs 10] [--external PATH --band-map JSON]``."""
     args = build_parser().parse_args(argv)

@@ -8,6 +8,7 @@ import json
 from landuse.config import ConfigError, load_config
 from landuse.entrypoints.common import guarded, log
 from landuse.logs import setup_logging
+from landuse.training.signals import kill_runs_on_sigterm
 
 DESCRIPTION = ("cross-city transfer: pretrain training.variant on --source-config, fine-tune on --config at "
                "training fractions vs training from scratch; table + KL plot -> results/transfer/, MLflow")
@@ -23,6 +24,7 @@ def _fractions(text: str) -> tuple[float, ...]:
     return values
 
 
+@kill_runs_on_sigterm  # SIGTERM ends the MLflow runs KILLED instead of leaving them RUNNING
 def main(argv: list[str] | None = None) -> int:
     """``landuse run transfer --config TARGET.yaml --source-config SOURCE.yaml [options] [key=value ...]``."""
     from landuse.training.transfer import DEFAULT_FEATURES, DEFAULT_FRACTIONS, transfer_experiment

@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 
 from landuse.entrypoints.common import add_config_args, guarded, load_from_args
+from landuse.training.signals import kill_runs_on_sigterm
 
 
+@kill_runs_on_sigterm  # SIGTERM ends the MLflow runs KILLED instead of leaving them RUNNING
 def main(argv: list[str] | None = None) -> int:
     """``landuse run zeroshot --config conf/X.yaml [--method text|llm|image] [--no-mlflow] [key=value ...]``."""
     from landuse.zeroshot.run import METHODS

@@ -33,6 +33,7 @@ from rasterio.features import geometry_mask, geometry_window
 from rasterio.windows import Window
 
 from landuse.config import SPECTRAL_INDICES, ConfigError, ImageEmbeddingConfig, SourceConfig
+from landuse.errors import CorruptInputError
 from landuse.ingest.errors import IngestError
 from landuse.spark.schemas import GEOMETRY, REGION_ID
 
@@ -192,6 +193,29 @@ def _window(src: rasterio.DatasetReader, geom: Any) -> tuple[int, int, int, int]
     return int(window.row_off), int(window.col_off), height, width
 
 
+@contextlib.contextmanager
+def _pixels_readable(src: rasterio.DatasetReader, window: Window) -> Iterator[None]:
+    """Turn GDAL's read failure (a truncated or corrupt file whose header is intact) into CorruptInputError.
+
+    The error is raised on an executor; the driver's CLI finds it in the worker's traceback and
+    prints its message as the one error line.
+    """
+    try:
+        yield
+    except RasterioIOError as exc:
+        cause = exc.__cause__ or exc.__context__
+        detail = _first_line(cause) or _first_line(exc) or type(exc).__name__
+        raise CorruptInputError(
+            f"{src.name}: raster pixels cannot be read (rows {int(window.row_off)}-"
+            f"{int(window.row_off + window.height)}): {detail}; the file is truncated or corrupt: restore "
+            "inputs.imagery from its source"
+        ) from None
+
+
+def _first_line(exc: BaseException | None) -> str:
+    return str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
+
+
 def _read(
     src: rasterio.DatasetReader, bands: list[int], apply_scale: bool, row0: int, col0: int, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +230,8 @@ def _read(
     if r1 <= r0 or c1 <= c0:
         return values, valid
     window = Window(c0, r0, c1 - c0, r1 - r0)
-    raw = src.read(bands, window=window, masked=False)
+    with _pixels_readable(src, window):
+        raw = src.read(bands, window=window, masked=False)
     ok = np.ones(raw.shape[1:], dtype=bool)
     nodatavals, flags = src.nodatavals, src.mask_flag_enums  # properties: fetch once, not per band
     for k, band in enumerate(bands):
@@ -214,7 +239,8 @@ def _read(
         if nodata is not None and not np.isnan(nodata):
             ok &= raw[k] != nodata
         if {MaskFlags.per_dataset, MaskFlags.alpha} & set(flags[band - 1]):
-            ok &= src.read_masks(band, window=window) > 0
+            with _pixels_readable(src, window):
+                ok &= src.read_masks(band, window=window) > 0
     data = raw.astype(np.float64)
     if apply_scale:
         scales = np.array([src.scales[b - 1] for b in bands], dtype=np.float64)[:, None, None]
