@@ -249,12 +249,12 @@ def test_memory_store_outputs_are_verified(tmp_path: Path) -> None:
         remove_tree(work)
 
 
-def test_s3_outputs_record_published_etags_and_are_verified(moto_s3, monkeypatch) -> None:  # noqa: F811
+def test_s3_outputs_record_published_etags_and_are_verified(moto_s3, monkeypatch, tmp_path: Path) -> None:  # noqa: F811
     for key, value in moto_s3.credentials_env().items():
         monkeypatch.setenv(key, value)
-    storage = StorageConfig(endpoint_url=moto_s3.endpoint, path_style=True)
+    storage = StorageConfig(endpoint_url=moto_s3.endpoint, path_style=True, local_dir=tmp_path / "driver")
     root = location(f"s3a://{BUCKET}/{uuid.uuid4().hex[:8]}", storage)
-    config = Config(name="integrity-s3", work_dir=root, storage=storage)
+    config = Config(name="integrity-s3", work_dir=root, storage=storage)  # the lock lives in the local driver dir
     registry = {"ingest": trips_stage(), "flows": flows_stage(seen := [])}
     assert run_stage(registry["ingest"], config, registry).status == "ran"
     trips = table_path(config, "trips")

@@ -286,8 +286,18 @@ def verify_output(directory: Any, what: str, rerun: str, cache: "HashCache | Non
     by_sha = sorted(rel for rel, record in parts.items() if "sha256" in record and
                     not ("etag" in record and "etag" in found[rel]))
     if is_local(directory):
-        hasher = cache.file_hash if cache is not None else sha256_file
-        digests = dict(zip(by_sha, _sha256_many([Path(directory) / rel for rel in by_sha], hasher)))
+        root = Path(directory).resolve()
+        digests: dict[str, str] = {}
+        if cache is not None:  # hits on this thread; only the misses are read, on a few threads
+            for rel in by_sha:
+                hit = cache.lookup(str(root / rel), found[rel]["bytes"], found[rel]["mtime_ns"])
+                if hit is not None:
+                    digests[rel] = hit
+        misses = [rel for rel in by_sha if rel not in digests]
+        for rel, digest in zip(misses, _sha256_many([root / rel for rel in misses], lambda f: sha256_file(f))):
+            digests[rel] = digest
+            if cache is not None:
+                cache.store(str(root / rel), found[rel]["bytes"], found[rel]["mtime_ns"], digest)
     else:
         digests = {rel: sha256_remote(directory, rel) for rel in by_sha}
     for rel in sorted(parts):
@@ -363,6 +373,17 @@ class HashCache:
         value = sha256_file(file)
         self._set(key, [stat.st_size, stat.st_mtime_ns, value])
         return value
+
+    def lookup(self, key: str, size: int, mtime_ns: int) -> str | None:
+        """The cached hash of the file at resolved path ``key`` if its size and mtime are unchanged."""
+        entry = self._data.get(key)
+        if entry and entry[0] == size and entry[1] == mtime_ns:
+            return str(entry[2])
+        return None
+
+    def store(self, key: str, size: int, mtime_ns: int, digest: str) -> None:
+        """Remember the hash of the file at resolved path ``key`` with the size and mtime it was read at."""
+        self._set(key, [size, mtime_ns, digest])
 
     def _set(self, key: str, entry: list[Any] | None) -> None:
         if entry is None:

@@ -188,7 +188,7 @@ _CHECKSUM_KEYS = ("ETag", "etag", "md5Hash", "crc32c")
 def file_details(directory: Any) -> dict[str, dict[str, Any]]:
     """``{relative name: {"bytes": size, "etag": checksum or absent}}`` of every file under ``directory``.
 
-    Local: one ``stat`` per file (no content read). Object store: one listing, whose entries carry the
+    Local: one ``stat`` per file (no content read), which also gives ``mtime_ns``. Object store: one listing, whose entries carry the
     size and, where the store exposes one cheaply (S3's ETag, GCS's md5Hash), a checksum.
     """
     if is_local(directory):
@@ -198,10 +198,10 @@ def file_details(directory: Any) -> dict[str, dict[str, Any]]:
             for name in names:
                 file = Path(dirpath) / name
                 try:
-                    size = file.stat().st_size
+                    stat = file.stat()
                 except OSError:  # vanished (or a dangling link) while listing
                     continue
-                out[file.relative_to(root).as_posix()] = {"bytes": size}
+                out[file.relative_to(root).as_posix()] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         return out
     base = directory.path.rstrip("/")
     try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from landuse.config import ConfigError
 from landuse.entrypoints.common import add_config_args, guarded, load_from_args
+from landuse.locks import work_dir_lock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_from_args(args)
         setup_mlflow(config)
         uri = args.model or f"models:/{config.training.registered_model}@champion"
-        if args.regions is not None:
-            return _new_regions(config, uri, args)
-        table, parquet, geojson = predict(config, uri)
+        with work_dir_lock(config, command="landuse run predict"):
+            if args.regions is not None:
+                return _new_regions(config, uri, args)
+            table, parquet, geojson = predict(config, uri)
         counts = table["dominant_class"].value_counts().to_dict()
         print(f"predict: {len(table)} regions from {uri} -> {parquet} and {geojson}")
         print("dominant classes: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

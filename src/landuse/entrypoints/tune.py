@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 
 from landuse.entrypoints.common import add_config_args, guarded, load_from_args
+from landuse.locks import work_dir_lock
+from landuse.training.signals import kill_runs_on_sigterm
 
 DESCRIPTION = ("search variant x lr x dropout x weight decay x width (tune:) on validation KL only; retrain the best "
                "once on training.splits splits, report its test metrics, register it (tag selected_by=tune)")
 
 
+@kill_runs_on_sigterm  # SIGTERM ends the MLflow runs KILLED instead of leaving them RUNNING
 def main(argv: list[str] | None = None) -> int:
     """``landuse run tune --config conf/X.yaml [key=value ...]``; the last stdout line is ``best_variant=... test_kl=...``."""
     from landuse.training.tune import run_tune
@@ -20,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         config = load_from_args(args)
-        result = run_tune(config)
+        with work_dir_lock(config, command="landuse run tune"):
+            result = run_tune(config)
         print(result.markdown_path.read_text())
         model = result.final.get("model") or {}
         print(f"tune: trials -> {result.markdown_path.parent / 'trials.csv'}; best -> {result.best_path}; "
