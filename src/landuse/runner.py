@@ -139,7 +139,6 @@ def stage_fingerprint(
                     f"stage {stage.name}: upstream output {out_name} ({out_path}) is missing; "
                     f"run `landuse run {name}` first"
                 )
-            verify_output(out_path, _what(config, out_name, out_path), f"landuse run {name} --force", cache)
             upstream[out_name] = manifest["fingerprint"]
     config_hash = config.section_hash(*stage.config_keys)
     parts = [stage.name, stage.version, landuse.__version__, config_hash, inputs, upstream]
@@ -166,6 +165,19 @@ def check_output_paths(stage: Stage, config: Config, outputs: Mapping[str, Path]
             continue
         raise UnsafeOutputError(f"stage {stage.name}: output {name} ({final}) is outside work_dir {config.work_dir} "
                                 f"and synth.dir {config.synth.dir}; refusing to write there")
+
+
+def verify_upstream(stage: Stage, config: Config, registry: Mapping[str, Stage], cache: HashCache) -> None:
+    """Check every committed output of the stage's enabled upstream stages against its manifest.
+
+    Raises:
+        IntegrityError: one line naming the table, the file and ``landuse run <upstream> --force``.
+    """
+    for name in stage.upstream:
+        if not registry[name].enabled(config):
+            continue
+        for out_name, out_path in output_paths(registry[name], config).items():
+            verify_output(out_path, _what(config, out_name, out_path), f"landuse run {name} --force", cache)
 
 
 def _damaged(stage: Stage, config: Config, outputs: Mapping[str, Path], cache: HashCache) -> str | None:
@@ -215,9 +227,16 @@ def _run_stage(
     check_output_paths(stage, config, outputs)
     for final in outputs.values():
         recover_dir(final)
+    for name, final in outputs.items():  # fail before any work (or a Spark session), not at the commit
+        check_replaceable(final, f"stage {stage.name}: output {name} ({final})")
     if not stage.enabled(config):
         log.info("stage %s: disabled by config", stage.name)
         return StageResult(stage.name, "disabled", 0.0, outputs)
+    cache = work_dir_cache(config.work_dir) or HashCache(config.work_dir / ".hashcache.json")
+    try:
+        verify_upstream(stage, config, registry, cache)  # before a Spark session costs half a minute
+    finally:
+        cache.save()
     table_format = "parquet"
     if _needs_spark(stage, config):
         from landuse.spark.session import build_session, session_table_format
@@ -226,11 +245,10 @@ def _run_stage(
         # the fingerprint, so a Spark stage gets its session before the skip check.
         spark = spark or build_session(config)
         table_format = session_table_format(spark)
-    cache = work_dir_cache(config.work_dir) or HashCache(config.work_dir / ".hashcache.json")
     try:
         fp = stage_fingerprint(stage, config, registry, cache, table_format)
     finally:
-        cache.save()  # hashes computed before a failed verification are still worth keeping
+        cache.save()  # input hashes computed before a failure are still worth keeping
     current = [read_manifest(path) for path in outputs.values()]
     if not force and all(m is not None and m.get("fingerprint") == fp["fingerprint"] for m in current):
         damaged = _damaged(stage, config, outputs, cache)
@@ -239,8 +257,6 @@ def _run_stage(
             log.info("stage %s: inputs and config unchanged, skipping (use --force to rerun)", stage.name)
             return StageResult(stage.name, "unchanged", 0.0, outputs)
         log.warning("stage %s: %s; rerunning it", stage.name, damaged.split("; rerun")[0])
-    for name, final in outputs.items():
-        check_replaceable(final, f"stage {stage.name}: output {name} ({final})")
 
     started, t0 = now_iso(), time.perf_counter()
     ctx = StageContext(config=config, staged={name: staging_dir(path) for name, path in outputs.items()}, _spark=spark,
