@@ -121,8 +121,11 @@ def _check_endpoints(edges: DataFrame, ids: DataFrame, table: str, src: str, dst
             raise ConfigError(f"table {table}: {column} {unknown[0]['_id']} is not a region in node_features")
 
 
-def result_schema(model_uri: str):
-    """(the Spark StructType of the model's output, the input column names), from its signature."""
+def result_schema(model_uri: str, name: str | None = None):
+    """(the Spark StructType of the model's output, the input column names), from its signature.
+
+    ``model_uri``: a verified local model directory (:func:`score_spark` passes one, ``name`` being
+    the URI it came from, for messages); reading the MLmodel (YAML) runs nothing of the model."""
     from mlflow.models import Model
     from pyspark.sql.types import (
         BooleanType,
@@ -137,7 +140,7 @@ def result_schema(model_uri: str):
 
     model = Model.load(model_uri)
     if (model.metadata or {}).get("format") != FORMAT or model.signature is None:
-        raise ConfigError(f"--model {model_uri}: not an inductive landuse region model; retrain with `landuse run train`")
+        raise ConfigError(f"--model {name or model_uri}: not an inductive landuse region model; retrain with `landuse run train`")
     types = {"long": LongType(), "double": DoubleType(), "string": StringType(), "boolean": BooleanType()}
     fields = [StructField(col.name, types[col.type.name], True)
               for col in model.signature.outputs.inputs]
@@ -167,12 +170,25 @@ def score_spark(spark: SparkSession, regions: DataFrame, model_uri: str,
     The whole table is one scoring group (module docstring): one partition, one Arrow batch, one
     ``predict`` call. The result is checkpointed (computed) here, while the batch limit is raised.
     Raises ConfigError with the model's one-line refusal when the table does not fit.
+
+    The model is verified first (:func:`landuse.serving.integrity.verified_model_dir`:
+    ArtifactIntegrityError when its artifacts differ from the registry's sha256 record) and
+    ``spark_udf`` gets that verified local copy, never the URI (which it would download again).
     """
+    from landuse.serving.integrity import no_pickle, verified_model_dir
+
+    with verified_model_dir(model_uri) as local, no_pickle():
+        return _score_spark(spark, regions, str(local), model_uri, params)
+
+
+def _score_spark(spark: SparkSession, regions: DataFrame, local: str, model_uri: str,
+                 params: dict[str, Any] | None) -> DataFrame:
+    """:func:`score_spark` on a verified local model directory ``local`` (``model_uri`` names it in messages)."""
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
-    schema, inputs = result_schema(model_uri)
-    udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=schema, env_manager="local", params=params)
+    schema, inputs = result_schema(local, model_uri)
+    udf = mlflow.pyfunc.spark_udf(spark, local, result_type=schema, env_manager="local", params=params)
     # only the columns the model reads (a missing one is the model's one-line refusal, naming it)
     regions = regions.select(*[c for c in regions.columns if c in inputs]).persist()  # counted, then scored
     previous = spark.conf.get(ARROW_BATCH_KEY, None)

@@ -34,6 +34,13 @@ active MLflow run. Each is saved as MLflow "models from code": a three-line code
 its model class from here, the installed package (nothing of ours is pickled; the gensim files are
 gensim's own format), so ``mlflow models serve -m <uri> --env-manager local`` loads them wherever
 landuse is installed.
+
+Integrity: logging records the sha256 of every artifact in the run (:mod:`landuse.serving.integrity`);
+:func:`load_embedding_model` loads a model only from a local copy verified against that record. The
+gensim files are pickles (gensim's ``load`` unpickles), so ``spec.json`` also records their sha256
+(``model_sha256``) and the pyfuncs check them before gensim loads, even when MLflow loads the model
+directly. ``mlflow models serve -m <uri>`` itself verifies nothing (it runs the artifact's code
+file): serve a directory that :func:`landuse.serving.integrity.verified_model_dir` produced.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 import landuse
+from landuse.serving.integrity import directory_digests
 
 if TYPE_CHECKING:
     import torch
@@ -76,6 +84,7 @@ WEIGHTS_TORCH = "encoder_state_dict.pt"
 FORMAT_VERSION = 1
 REGION_ID, VECTOR, KNOWN, TOUR, PIXELS = "region_id", "vector", "known", "tour", "pixels"
 HAS_POIS, N_KNOWN_TOKENS = "has_pois", "n_known_tokens"
+MODEL_SHA256 = "model_sha256"  # spec.json: {file: sha256} of the gensim model files, checked before gensim loads
 _ENCODER_PREFIX = "image_encoder."  # MMGRModel's image encoder inside a pretraining checkpoint
 
 
@@ -165,13 +174,20 @@ def _write_spec(directory: Path, spec: dict[str, Any]) -> str:
     return str(path)
 
 
+def model_code_text(cls: type) -> tuple[str, str]:
+    """(file name, text) of the models-from-code file for ``cls`` (what the integrity check accepts)."""
+    return (f"{cls.__name__.lower()}_code.py",
+            f'"""MLflow models-from-code entry: the {cls.__name__} of {cls.__module__}."""\n\n'
+            "from mlflow.models import set_model\n\n"
+            f"from {cls.__module__} import {cls.__name__}\n\n"
+            f"set_model({cls.__name__}())\n")
+
+
 def _model_code(directory: Path, cls: type) -> str:
     """A models-from-code file for ``cls`` (MLflow runs it at load: an import from the installed package, no pickle)."""
-    path = directory / f"{cls.__name__.lower()}_code.py"
-    path.write_text(f'"""MLflow models-from-code entry: the {cls.__name__} of {cls.__module__}."""\n\n'
-                    "from mlflow.models import set_model\n\n"
-                    f"from {cls.__module__} import {cls.__name__}\n\n"
-                    f"set_model({cls.__name__}())\n")
+    name, text = model_code_text(cls)
+    path = directory / name
+    path.write_text(text)
     return str(path)
 
 
@@ -180,6 +196,24 @@ def _copy_model_dir(source: Path, directory: Path) -> str:
     target = directory / "model"
     shutil.copytree(source, target)
     return str(target)
+
+
+def _verified_gensim_dir(context: Any, spec: Mapping[str, Any]) -> Path:
+    """The ``model`` artifact directory, its files' sha256 checked against the spec's ``model_sha256``.
+
+    gensim's ``load`` unpickles, so it must only ever see the files the model was logged with.
+    landuse's loaders verify the whole artifact directory against the registry first
+    (:mod:`landuse.serving.integrity`); this check also holds when MLflow loads the model directly.
+    """
+    from landuse.serving.integrity import ArtifactIntegrityError, directory_digests, verify_digests
+
+    local = Path(context.artifacts["model"])
+    expected = spec.get(MODEL_SHA256)
+    if not isinstance(expected, Mapping):
+        raise ArtifactIntegrityError(f"{local}: spec.json records no {MODEL_SHA256} of the gensim files (logged by an "
+                                     "older landuse); refusing to load; log the embedding models again")
+    verify_digests(directory_digests(local, str(local)), expected, f"{local} ({spec.get('kind')})", since="logging")
+    return local
 
 
 # --- Flow Word2Vec -----------------------------------------------------------------------------------
@@ -194,7 +228,8 @@ class FlowEmbeddingModel(mlflow.pyfunc.PythonModel):
         from landuse.features.word2vec import WORD2VEC_FILE
 
         self.spec = _read_spec(context)
-        wv = Word2Vec.load(str(Path(context.artifacts["model"]) / WORD2VEC_FILE)).wv  # drop the training arrays
+        local = _verified_gensim_dir(context, self.spec)
+        wv = Word2Vec.load(str(local / WORD2VEC_FILE)).wv  # drop the training arrays
         self.index = {int(key): i for i, key in enumerate(wv.index_to_key)}
         self.vectors = np.asarray(wv.vectors, dtype=np.float32)
         self.dim = int(self.vectors.shape[1])
@@ -250,7 +285,9 @@ def flow_pyfunc(table_dir: Any, settings: Mapping[str, Any] | None = None,
             [ColSpec(DataType.long, REGION_ID), ColSpec(Array(DataType.double), VECTOR),
              ColSpec(DataType.boolean, KNOWN)],
         )
-        artifacts = {"model": _copy_model_dir(local, Path(tmp)), "spec": _write_spec(Path(tmp), spec)}
+        copied = _copy_model_dir(local, Path(tmp))
+        spec[MODEL_SHA256] = directory_digests(Path(copied))
+        artifacts = {"model": copied, "spec": _write_spec(Path(tmp), spec)}
         code = _model_code(Path(tmp), FlowEmbeddingModel)
         yield PyfuncParts(code, artifacts, signature, example, _requirements("gensim"), spec)
 
@@ -275,7 +312,7 @@ class PoiEmbeddingModel(mlflow.pyfunc.PythonModel):
         from landuse.features.doc2vec import DOC2VEC_FILE, REGIONS_FILE, PoiModel
 
         self.spec = _read_spec(context)
-        local = Path(context.artifacts["model"])
+        local = _verified_gensim_dir(context, self.spec)
         self.model = PoiModel(Doc2Vec.load(str(local / DOC2VEC_FILE)), np.load(local / REGIONS_FILE))
         self.epochs = int(self.spec["infer"]["epochs"])
         self.seed = int(self.spec["infer"]["seed"])
@@ -360,7 +397,9 @@ def poi_pyfunc(table_dir: Any, seed: int, settings: Mapping[str, Any] | None = N
             [ColSpec(DataType.long, REGION_ID, required=False), ColSpec(Array(DataType.double), VECTOR),
              ColSpec(DataType.boolean, HAS_POIS), ColSpec(DataType.long, N_KNOWN_TOKENS)],
         )
-        artifacts = {"model": _copy_model_dir(local, Path(tmp)), "spec": _write_spec(Path(tmp), spec)}
+        copied = _copy_model_dir(local, Path(tmp))
+        spec[MODEL_SHA256] = directory_digests(Path(copied))
+        artifacts = {"model": copied, "spec": _write_spec(Path(tmp), spec)}
         code = _model_code(Path(tmp), PoiEmbeddingModel)
         yield PyfuncParts(code, artifacts, signature, example, _requirements("gensim"), spec)
 
@@ -587,8 +626,20 @@ def save_image_encoder_model(encoder: ImageEncoder, info: EncoderInfo, path: str
 
 
 def _log(parts: PyfuncParts, name: str) -> str:
+    """Log one embedding model into the active run and record its artifacts' sha256 in the run."""
+    from landuse.serving.integrity import record_logged_model
+
     info = mlflow.pyfunc.log_model(name=name, **parts.kwargs())
+    record_logged_model(info, name)
     return info.model_uri
+
+
+def load_embedding_model(model_uri: str) -> Any:
+    """An embedding pyfunc from ``runs:/RUN_ID/NAME`` (or a registered version), its artifacts verified
+    against the run's / registry's sha256 record before anything loads (ArtifactIntegrityError otherwise)."""
+    from landuse.serving.integrity import load_verified_pyfunc
+
+    return load_verified_pyfunc(model_uri)
 
 
 # --- What a config's work dir holds ------------------------------------------------------------------

@@ -14,6 +14,11 @@ table (:mod:`landuse.serving.region_table`) and returns one row per region: ``re
 probability column per class, ``dominant_class``, ``confidence``, ``entropy``, ``entropy_norm``.
 Params: ``unknown_neighbours`` (``error`` | ``drop``) and ``classes`` (if given, must equal the
 model's class list — a guard for callers that expect a taxonomy).
+
+Integrity: :func:`log_region_model` records the sha256 of every artifact in the run, registration
+records them in the model version, and :func:`load_region_model` loads only a local copy verified
+against that record, with landuse's loader and nothing else (:mod:`landuse.serving.integrity`;
+:class:`ArtifactIntegrityError` otherwise, before any file of the model runs).
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ import pandas as pd
 import torch
 
 from landuse.data.reader import GraphData
+from landuse.serving.integrity import ArtifactIntegrityError, load_verified_pyfunc, record_logged_model
 from landuse.serving.region_table import (EDGE_COLUMNS, LABELS, REGION_ID, RegionTableError, graph_from_table,
                                           region_table)
 
+__all__ = ["ArtifactIntegrityError", "ModelSpec", "build_spec", "load_region_model", "log_region_model",
+           "table_for_graph"]
 log = logging.getLogger(__name__)
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -212,21 +220,27 @@ def example_rows(graph: GraphData, spec: ModelSpec, k: int = EXAMPLE_ROWS) -> np
 
 def log_region_model(graph: GraphData, spec: ModelSpec, state: Mapping[str, torch.Tensor], mean: torch.Tensor,
                      std: torch.Tensor, name: str, metadata: dict, workdir: Path):
-    """Log the region model to the active MLflow run; returns MLflow's ModelInfo."""
+    """Log the region model to the active MLflow run and record its artifacts' sha256 in the run
+    (tag ``landuse.artifact_sha256.<name>``); returns MLflow's ModelInfo."""
     import mlflow
 
     artifacts = save_artifacts(workdir, spec, state, mean, std)
     example = region_table(graph, spec.layout, spec.edge_sets, labels=spec.label_lag, rows=example_rows(graph, spec))
-    return mlflow.pyfunc.log_model(name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
+    info = mlflow.pyfunc.log_model(name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
                                    signature=signature(spec), input_example=example,
                                    metadata={**metadata, "format": FORMAT, "format_version": FORMAT_VERSION})
+    record_logged_model(info, name)
+    return info
 
 
 def load_region_model(model_uri: str):
-    """(pyfunc model, spec) for an MLflow model URI; ValueError (one line) if it is not a landuse region model."""
-    import mlflow
+    """(pyfunc model, spec) for an MLflow model URI; ValueError (one line) if it is not a landuse region model.
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    The artifacts are verified against the registry's (or run's) sha256 record and loaded from that
+    verified local copy; ArtifactIntegrityError (one line, naming the model version and the file)
+    when they differ or describe another loader — nothing of the model runs before that check.
+    """
+    model = load_verified_pyfunc(model_uri)
     meta = model.metadata.metadata or {}
     if meta.get("format") != FORMAT:
         raise ValueError(f"{model_uri}: not an inductive landuse region model (logged by an older landuse?); "

@@ -161,12 +161,21 @@ def register_model(model_uri: str, name: str, val_kl: float, tags: dict[str, str
     the final aliases after its version existed and would have written had its version been
     better. So the final aliases are the argmins, whatever the interleaving.
 
+    Integrity: the version also carries ``artifact_sha256`` — the sha256 of every file of the model's
+    artifact directory as it is now, compact JSON (continued in ``artifact_sha256.1``… past 5000
+    chars), which every landuse loader verifies before loading
+    (:mod:`landuse.serving.integrity`). When the model's run recorded its artifacts at logging time
+    and they differ now, registration is refused (ArtifactIntegrityError).
+
     Returns (version, whether it is the champion of its key).
     """
     from mlflow.tracking import MlflowClient
 
+    from landuse.serving.integrity import VERSION_TAG, version_tags
+
     alias = champion_alias(key)
-    all_tags = {str(k): str(v) for k, v in tags.items()}
+    all_tags = {str(k): str(v) for k, v in tags.items() if not str(k).startswith(VERSION_TAG)}
+    all_tags.update(version_tags(_registered_digests(model_uri)))
     for part, value in key_parts.items():
         text = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), default=str)
         all_tags[f"{KEY_PART_PREFIX}{part}"] = text[:KEY_PART_MAX_CHARS]
@@ -184,6 +193,19 @@ def register_model(model_uri: str, name: str, val_kl: float, tags: dict[str, str
              name, version, short, val_kl,
              "none" if winner is None else f"v{winner[0]}, val KL {winner[1]:.5f}", alias)
     return version, False
+
+
+def _registered_digests(model_uri: str) -> dict[str, str]:
+    """The sha256 of the model's artifacts now; ArtifactIntegrityError when its run recorded others at logging."""
+    from landuse.serving.integrity import logged_model_record, model_digests, run_record, verify_digests
+
+    digests = model_digests(model_uri)
+    logged, runs = re.fullmatch(r"models:/(m-[0-9a-f]+)", model_uri), re.fullmatch(r"runs:/([^/]+)/(.+)", model_uri)
+    recorded = (logged_model_record(logged[1]) if logged else
+                (run_record(runs[1], runs[2]) if runs else None))
+    if recorded is not None:  # logged by landuse: the artifacts must still be what was logged
+        verify_digests(digests, recorded[0], model_uri, since="logging", action="register")
+    return digests
 
 
 def champions(name: str) -> list[dict[str, Any]]:
