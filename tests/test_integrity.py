@@ -219,8 +219,19 @@ def test_outputs_outside_the_work_dir_are_refused(tmp_path: Path) -> None:
         run_stage(stage, Config(name="t", work_dir=tmp_path / "work"))
     assert not outside.parent.exists()
     work = Stage(name="demo", description="", run=no_spark(lambda ctx: None), outputs=lambda c: {"t": tmp_path / "work"})
-    with pytest.raises(UnsafeOutputError, match="is outside work_dir"):  # the work dir itself is not an output
+    with pytest.raises(UnsafeOutputError, match="contains work_dir"):  # the work dir itself is not an output
         run_stage(work, Config(name="t", work_dir=tmp_path / "work"))
+
+
+def test_an_output_holding_the_work_dir_is_refused(tmp_path: Path) -> None:
+    """synth.dir set to a parent of work_dir would take the work dir with it on the next replace."""
+    from landuse.config import SynthConfig
+
+    city = tmp_path / "all"
+    config = Config(name="t", work_dir=city / "work", synth=SynthConfig(enabled=True, dir=city))
+    stage = Stage(name="synth", description="", run=no_spark(lambda ctx: None), outputs=lambda c: {"synth": c.synth.dir})
+    with pytest.raises(UnsafeOutputError, match=f"output synth \({city}\) contains work_dir"):
+        run_stage(stage, config)
 
 
 def test_discard_dir_only_removes_staging_directories(tmp_path: Path) -> None:
@@ -236,7 +247,7 @@ def test_memory_store_outputs_are_verified(tmp_path: Path) -> None:
     from landuse.storage import remove_tree
 
     work = location(f"memory://integrity/{tmp_path.name}")
-    config = Config(name="t", work_dir=work)
+    config = Config(name="t", work_dir=work, storage=StorageConfig(local_dir=tmp_path / "driver"))
     try:
         assert run_stage(trips_stage(), config).status == "ran"
         trips = table_path(config, "trips")

@@ -159,8 +159,11 @@ def _what(config: Config, name: str, path: Path) -> str:
 
 
 def check_output_paths(stage: Stage, config: Config, outputs: Mapping[str, Path]) -> None:
-    """Refuse outputs outside ``work_dir`` (or ``synth.dir``): the runner replaces what it commits."""
+    """Refuse outputs outside ``work_dir`` (or ``synth.dir``), or holding the work dir: the runner replaces what it commits."""
     for name, final in outputs.items():
+        if is_within(config.work_dir, final, allow_equal=True):
+            raise UnsafeOutputError(f"stage {stage.name}: output {name} ({final}) contains work_dir {config.work_dir}; "
+                                    "refusing to write there (choose an output directory beside the work dir)")
         if is_within(final, config.work_dir) or is_within(final, config.synth.dir, allow_equal=True):
             continue
         raise UnsafeOutputError(f"stage {stage.name}: output {name} ({final}) is outside work_dir {config.work_dir} "
