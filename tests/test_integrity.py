@@ -277,3 +277,23 @@ def test_s3_outputs_record_published_etags_and_are_verified(moto_s3, monkeypatch
     with pytest.raises(IntegrityError, match=f"part {PARTS[1]} is missing \\(manifest lists 3 parts, 2 found\\)"):
         run_stage(registry["flows"], config, registry, force=True)
     assert seen == [300]  # flows never computed on the 200 remaining trips
+
+
+def test_trainer_reads_are_verified(tmp_path: Path) -> None:
+    """The trainer's reader (landuse.data.reader) checks a training table against its manifest too."""
+    from landuse.data.reader import _require
+
+    config = Config(name="t", work_dir=tmp_path / "work")
+
+    @no_spark
+    def run(ctx: StageContext) -> None:
+        for i, part in enumerate(PARTS):
+            write_parquet(pa.table({"region_id": [i]}), ctx.out("edges_adjacency") / part)
+
+    stage = Stage(name="regions", description="", run=run,
+                  outputs=lambda c: {"edges_adjacency": table_path(c, "edges_adjacency")})
+    assert run_stage(stage, config, {"regions": stage}).status == "ran"
+    assert _require(config.tables_dir, "edges_adjacency") == table_path(config, "edges_adjacency")
+    (table_path(config, "edges_adjacency") / PARTS[2]).unlink()
+    with pytest.raises(IntegrityError, match=r"table edges_adjacency .*part .* is missing.*landuse run regions --force"):
+        _require(config.tables_dir, "edges_adjacency")

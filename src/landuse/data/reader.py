@@ -106,10 +106,19 @@ def _quiet_petastorm() -> Iterator[None]:
 
 
 def _require(tables_dir: Path, table: str) -> Path:
-    """The table's directory, or a ValueError naming the stage that writes it."""
+    """The table's directory, its files checked against its manifest; a ValueError naming the stage
+    that writes it when absent, an IntegrityError naming the part when damaged."""
+    from landuse.manifest import verify_output, work_dir_cache
+
     path = tables_dir / table
     if not path.is_dir() or not _parquet_files(path):
         raise ValueError(f"table {table} not found at {path}: run `landuse run {PRODUCERS[table]}` first")
+    cache = work_dir_cache(tables_dir.parent)  # tables_dir is <work_dir>/tables
+    try:
+        verify_output(path, f"table {table}", f"landuse run {PRODUCERS[table]} --force", cache)
+    finally:
+        if cache is not None:
+            cache.save()
     return path
 
 

@@ -22,8 +22,11 @@ def experiment_main(kind: str, argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
+        from landuse.locks import work_dir_lock
+
         config = load_from_args(args)
-        _, md_path, model = run_experiment(config, kind, force=args.force)
+        with work_dir_lock(config, command=f"landuse run {kind}"):  # one writer per work dir
+            _, md_path, model = run_experiment(config, kind, force=args.force)
         print(md_path.read_text())
         print(f"{kind}: tables -> {md_path.parent}; MLflow -> {config.mlflow_uri} (experiment {config.mlflow.experiment})")
         if model and model.get("version"):
