@@ -58,11 +58,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _optional_errors() -> tuple[type[BaseException], ...]:
-    """``landuse.manifest.IntegrityError`` and ``landuse.locks.LockHeld``, where this version has them."""
+    """``landuse.manifest.IntegrityError`` and the work-dir lock's error, where this version has them."""
     import importlib
 
     found: list[type[BaseException]] = []
-    for module, name in (("landuse.manifest", "IntegrityError"), ("landuse.locks", "LockHeld")):
+    for module, name in (("landuse.manifest", "IntegrityError"), ("landuse.locks", "LockHeld"),
+                         ("landuse.locks", "LockError")):
         try:
             cls = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError):
@@ -111,7 +112,8 @@ _ARROW_CORRUPT = ("Parquet magic bytes not found", "Couldn't deserialize thrift"
                   "Could not open Parquet input source")
 _WRITE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-                 errno.EPERM: "operation not permitted"}
+                 errno.EPERM: "operation not permitted", errno.ENOTDIR: "a parent of it is a file, not a directory",
+                 errno.EISDIR: "it is a directory"}
 _PATH = re.compile(r"(?:(?:file|s3a?|hdfs|gs|abfss?|dbfs):/+)?/[^\s,;'\"()\[\]]+")
 # The last "module.Class: message" line of a Python worker's traceback.
 _WORKER_EXC = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|LockHeld)): (.*)$", re.MULTILINE)
@@ -174,6 +176,7 @@ def _os_error_line(exc: OSError) -> str | None:
             and not os.access(exc.filename, os.R_OK):
         return f"cannot read {path}: {reason}; make it readable for this user"
     fix = ("free some space or set work_dir to a larger disk" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+           else "set work_dir to a directory path" if exc.errno in (errno.ENOTDIR, errno.EISDIR)
            else "make it writable for this user or set work_dir to a writable directory")
     return f"cannot write {path}: {reason}; {fix}"
 

@@ -273,6 +273,8 @@ def build_session(config: Config) -> "SparkSession":
     with _ui_on_loopback(bool(loopback)):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if fresh_local:
+        _quiet_task_failure_logs(spark)
     engine = resolve_engine(spark, config.spatial.engine)
     spark.conf.set(ENGINE_CONF_KEY, engine)
     table_format = resolve_table_format(spark, config.storage.format)
@@ -286,6 +288,30 @@ def build_session(config: Config) -> "SparkSession":
         table_format,
     )
     return spark
+
+
+# Loggers that echo a failed task's stack trace on the console. In local mode a failed task fails
+# its job, and the driver's exception carries the same Java cause chain: the CLI prints it as one
+# line (a damaged file) or as its traceback (a bug), so the echo only buries that line.
+TASK_FAILURE_LOGGERS = (
+    "org.apache.spark.executor.Executor",
+    "org.apache.spark.scheduler.TaskSetManager",
+    "org.apache.spark.storage.BlockManager",
+    "org.apache.spark.api.python.PythonRunner",
+    "org.apache.spark.sql.execution.python",
+    "org.apache.spark.sql.execution.datasources.FileFormatWriter",
+)
+
+
+def _quiet_task_failure_logs(spark: "SparkSession") -> None:
+    """Raise :data:`TASK_FAILURE_LOGGERS` to FATAL (local sessions only; clusters retry tasks, keep their logs)."""
+    try:
+        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+        fatal = jvm.org.apache.logging.log4j.Level.FATAL
+        for name in TASK_FAILURE_LOGGERS:
+            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, fatal)
+    except Exception:  # noqa: BLE001 - another logging backend: keep Spark's default output
+        log.debug("could not quiet Spark's task-failure loggers", exc_info=True)
 
 
 def storage_settings(config: Config) -> dict[str, str]:
