@@ -60,7 +60,6 @@ class SessionError(RuntimeError):
 
 
 # Sizes as Spark's JavaUtils.byteStringAs reads them (512m, 4g, 2gb): a whole number and a unit.
-# A unit is required: Spark reads a bare number as MiB for some keys and bytes for others.
 _SIZE = re.compile(r"(\d+)([kmgtp])b?", re.IGNORECASE)
 _SIZE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 # Spark needs 1.5 x 300 MiB of reserved memory in the driver heap, or SparkContext refuses to start.
@@ -70,7 +69,8 @@ _SIZE_KEYS = ("spark.driver.memory", "spark.executor.memory", "spark.driver.memo
               "spark.executor.memoryOverhead", "spark.executor.pyspark.memory", "spark.memory.offHeap.size",
               "spark.driver.maxResultSize", "spark.kryoserializer.buffer.max", "spark.sql.files.maxPartitionBytes")
 _POSITIVE_INT_KEYS = ("spark.sql.shuffle.partitions", "spark.default.parallelism", "spark.executor.cores",
-                      "spark.driver.cores", "spark.task.cpus", "spark.executor.instances")
+                      "spark.driver.cores", "spark.task.cpus")
+_COUNT_KEYS = ("spark.executor.instances",)  # 0 is valid (dynamic allocation starts from none)
 _MASTER = re.compile(r"local(\[(\*|[1-9]\d*)(,\s*[1-9]\d*)?\])?|local-cluster\[.+\]|yarn|"
                      r"(spark|k8s|mesos)://\S+")
 
@@ -90,15 +90,23 @@ def jvm_memory(text: str) -> str:
 def _value_problem(key: str, value: str) -> str | None:
     """Why Spark would reject ``value`` for ``key`` (a short phrase with an example), or None."""
     text = str(value).strip()
-    if key in _SIZE_KEYS:
+    if key == "spark.driver.memory":
+        # The launcher passes it verbatim as -Xmx: a bare number would be bytes, so a unit is required.
         size = size_bytes(text)
-        if size is None or (size == 0 and key != "spark.driver.maxResultSize"):
+        if size is None:
             return f"expected a size such as 512m, 4g or 2gb, got {text!r}"
-        if key == "spark.driver.memory" and size < MIN_DRIVER_MEMORY:
+        if size < MIN_DRIVER_MEMORY:
             return f"{text} is too small: Spark's driver needs at least 512m"
+    elif key in _SIZE_KEYS:
+        # Other sizes may be bare numbers (Spark applies the key's default unit); 0 means "no limit" for some.
+        if size_bytes(text) is None and not text.isdigit():
+            return f"expected a size such as 512m, 4g or 2gb, got {text!r}"
     elif key in _POSITIVE_INT_KEYS:
         if not text.isdigit() or int(text) <= 0:
             return f"expected a positive integer, got {text!r}"
+    elif key in _COUNT_KEYS:
+        if not text.isdigit():
+            return f"expected a whole number, got {text!r}"
     elif key.endswith(".enabled") and key.startswith("spark."):
         if text.lower() not in ("true", "false"):
             return f"expected true or false, got {text!r}"
