@@ -67,11 +67,21 @@ def test_read_polygons_errors(tmp_path):
         read_polygons(tmp_path / "lines.geojson", id_column="region")
 
 
-def test_invalid_polygons_are_repaired(tmp_path):
+def test_invalid_polygons_are_repaired_within_the_tolerance(tmp_path):
+    # A square whose closing edge crosses its first one: a tiny twisted lobe at one corner.
+    twisted = Polygon([(0, 0), (10, 0), (10, 10), (0, 10), (0.1, -0.1)])
+    assert not twisted.is_valid
+    gdf = gpd.GeoDataFrame({"region": [1]}, geometry=[twisted], crs="EPSG:32650")
+    gdf.to_file(tmp_path / "twisted.gpkg")
+    out = read_polygons(tmp_path / "twisted.gpkg", id_column="region")
+    assert out.geometry.is_valid.all() and out.geometry.area.iloc[0] == pytest.approx(100.0, rel=0.01)
+    # A bow-tie: its lobes cancel in the written area (0), make_valid doubles it -> refused by default
+    # (tests/ingest/test_guards.py), repaired when the tolerance allows any change.
     bowtie = Polygon([(0, 0), (2, 2), (2, 0), (0, 2)])
-    gdf = gpd.GeoDataFrame({"region": [1]}, geometry=[bowtie], crs="EPSG:32650")
-    gdf.to_file(tmp_path / "bowtie.gpkg")
-    out = read_polygons(tmp_path / "bowtie.gpkg", id_column="region")
+    gpd.GeoDataFrame({"region": [1]}, geometry=[bowtie], crs="EPSG:32650").to_file(tmp_path / "bowtie.gpkg")
+    with pytest.raises(IngestError, match=r"bowtie\.gpkg: row 0 \(id 1\): invalid polygon \(Self-intersection"):
+        read_polygons(tmp_path / "bowtie.gpkg", id_column="region")
+    out = read_polygons(tmp_path / "bowtie.gpkg", id_column="region", repair_tolerance=1.0)
     assert out.geometry.is_valid.all() and out.geometry.area.iloc[0] == pytest.approx(2.0)
 
 

@@ -479,6 +479,9 @@ def test_ingest_stage_accounts_for_every_row(spark, tmp_path):
     config_path.write_text(json.dumps({  # JSON is YAML
         "name": "stage-test", "work_dir": str(tmp_path / "work"), "study": {"extent": [113.0, 22.0, 121.0, 23.5]},
         "inputs": {"trips": sources, "pois": {"adapter": "amap_csv", "path": str(pois)}},
+        # "taxi" keeps 2 of its 5 rows on purpose (this test is about the accounting of rejects), below
+        # the default ingest.min_kept_fraction (0.5) that would fail the stage (tests/ingest/test_guards.py).
+        "ingest": {"min_kept_fraction": 0.4},
     }))
     config = load_config(config_path)
     staged = {name: tmp_path / "staged" / name for name in ingest.outputs(config)}
@@ -493,7 +496,12 @@ def test_ingest_stage_accounts_for_every_row(spark, tmp_path):
     }
     assert entries[("taxi", "trips")]["by_reason"] == {"invalid_count": 1, "missing_key": 1, "negative_count": 1}
     assert entries[("pois", "pois")]["by_reason"] == {"missing_category": 1}
-    assert ctx.summary["sources"]["sig"] == {"adapter": "signaling_od", "keys_are_regions": False, "has_locations": True}
+    assert ctx.summary["sources"]["sig"] == {
+        "adapter": "signaling_od", "keys_are_regions": False, "has_locations": True,
+        # derived from the data (both trips on 2023-05-01), widened by a day each side
+        "date_range": ["2023-04-30", "2023-05-02"], "date_range_rule": ctx.summary["sources"]["sig"]["date_range_rule"],
+    }
+    assert "date_range" not in ctx.summary["sources"]["taxi"]  # a zone OD table without times has no dates to check
     trips = spark.read.parquet(str(staged["trips"]))
     check_schema(trips, TRIPS_SCHEMA, "trips")
     assert sorted((r.source, r.o_key, r.d_key, r["count"]) for r in trips.collect()) == [

@@ -1,11 +1,13 @@
 """Building footprints (``inputs.buildings``, adapter ``footprints``): GeoJSON, GPKG, GeoParquet, …
 
 The file is read on the driver with :func:`~landuse.ingest.polygons.read_vector` (any vector format
-GeoPandas reads), invalid polygons are repaired, and every row ends up either kept — reprojected to
-the study CRS, as WKB — or in the rejects table (``REJECTS_SCHEMA``) with one reason:
+GeoPandas reads), invalid polygons are repaired when ``make_valid`` changes their area by at most
+``ingest.polygon_repair_tolerance``, and every row ends up either kept — reprojected to the study
+CRS, as WKB — or in the rejects table (``REJECTS_SCHEMA``) with one reason:
 
 * ``null_geometry`` — null or empty geometry;
 * ``not_polygon`` — a point, line or collection instead of a (multi)polygon;
+* ``invalid_geometry`` — an invalid polygon that repair would change beyond the tolerance;
 * ``invalid_coordinates`` — the footprint cannot be projected to the study CRS (non-finite result);
 * ``area_below_min`` — projected area below ``embeddings.buildings.min_area_m2`` (or zero);
 * ``missing_id`` — ``id_column`` given and null for the row;
@@ -43,8 +45,10 @@ from landuse.features.morphology import (
 from landuse.ingest.coords import check_crs
 from landuse.ingest.errors import IngestError
 from landuse.ingest.files import show_names, value_text
+from landuse.ingest.guards import DEFAULT_REPAIR_TOLERANCE
 from landuse.ingest.options import Option, parse_options
 from landuse.ingest.polygons import (
+    INVALID_GEOMETRY,
     NOT_POLYGON,
     NULL_GEOMETRY,
     _rejects_frame,
@@ -67,7 +71,7 @@ AREA_BELOW_MIN = "area_below_min"
 MISSING_ID = "missing_id"
 INVALID_HEIGHT = "invalid_height"
 INVALID_LEVELS = "invalid_levels"
-REASONS = (NULL_GEOMETRY, NOT_POLYGON, INVALID_COORDINATES, AREA_BELOW_MIN, MISSING_ID, INVALID_HEIGHT, INVALID_LEVELS)
+REASONS = (NULL_GEOMETRY, NOT_POLYGON, INVALID_GEOMETRY, INVALID_COORDINATES, AREA_BELOW_MIN, MISSING_ID, INVALID_HEIGHT, INVALID_LEVELS)
 
 OPTIONS = (
     Option("crs", "str", None, "CRS of the coordinates when the file has none"),
@@ -128,8 +132,12 @@ def read_footprints(
     min_area_m2: float = 0.0,
     *,
     name: str = "buildings",
+    repair_tolerance: float = DEFAULT_REPAIR_TOLERANCE,
 ) -> BuildingsResult:
-    """Read, validate and reproject the footprints of ``source`` to ``crs`` (a projected CRS in metres)."""
+    """Read, validate and reproject the footprints of ``source`` to ``crs`` (a projected CRS in metres).
+
+    ``repair_tolerance``: ``ingest.polygon_repair_tolerance`` (see :func:`~landuse.ingest.polygons._repair`).
+    """
     import geopandas as gpd
     import shapely
 
@@ -154,7 +162,7 @@ def read_footprints(
     original = original.reset_index(drop=True)
     notes: list[str] = []
 
-    gdf = _repair(original, path)
+    gdf = _repair(original, path, repair_tolerance)
     reasons = geometry_problems(gdf)
     usable = reasons.isna().to_numpy()
     projected = np.full(len(gdf), None, dtype=object)

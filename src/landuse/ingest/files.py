@@ -5,6 +5,11 @@ afterwards as Spark expressions, so a bad value becomes a reject rather than a f
 columns are named positionally (``_c0``, ``_c1``, ...) to keep odd header names — spaces, dots,
 trailing blanks, BOMs — out of Spark's column resolution; :class:`RawFrame` maps header names to
 those internal names and back (the rejects' ``raw`` JSON uses the original names).
+
+A delimited row whose field count differs from the header's is kept by Spark's PERMISSIVE reader
+(padded with nulls, or cut to the header's width) with its line in a corrupt-record column
+(:data:`LINE`); :meth:`RawFrame.extra_fields` tells the rows with *more* fields than the header
+(counted on that line, outside quotes), which the adapters reject as ``extra_fields``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ DELIMITED_SUFFIXES = (".csv", ".txt", ".tsv", ".psv", ".dat")
 COMPRESSED_SUFFIXES = (".gz", ".bz2")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".pq")
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml")
+LINE = "__line"  # internal column: a malformed delimited row's line as read (null for well-formed rows)
+_CORRUPT = "_corrupt_record"  # Spark's default corrupt-record column name (spark.sql.columnNameOfCorruptRecord)
+_QUOTED_RE = r'"([^"]|"")*"'  # an RFC 4180 quoted field (separators inside it do not count)
 
 
 def _logical_suffix(path: Path) -> str:
@@ -57,11 +65,13 @@ def list_input_files(path: Path, suffixes: Sequence[str] = DELIMITED_SUFFIXES) -
 
 
 def _open_text(path: Path, encoding: str) -> io.TextIOBase:
+    # errors="replace": the header is read through a buffer holding the next lines too, whose bad
+    # bytes are the rows' business (rejected as undecodable_text), not the header's.
     if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rt", encoding=encoding, newline="")  # type: ignore[return-value]
+        return gzip.open(path, "rt", encoding=encoding, errors="replace", newline="")  # type: ignore[return-value]
     if path.suffix.lower() == ".bz2":
-        return bz2.open(path, "rt", encoding=encoding, newline="")  # type: ignore[return-value]
-    return open(path, encoding=encoding, newline="")
+        return bz2.open(path, "rt", encoding=encoding, errors="replace", newline="")  # type: ignore[return-value]
+    return open(path, encoding=encoding, errors="replace", newline="")
 
 
 def read_header(path: Path, sep: str = ",", encoding: str = "utf-8", *, raw: bool = False) -> list[str]:
@@ -76,6 +86,11 @@ def read_header(path: Path, sep: str = ",", encoding: str = "utf-8", *, raw: boo
         raise IngestError(f"{path}: unreadable ({type(exc).__name__}: {first_line(exc)})") from None
     if not line.strip():
         raise IngestError(f"{path}: empty file (no header line)")
+    if "\ufffd" in line:
+        raise IngestError(
+            f"{path}: unreadable (UnicodeDecodeError: the header line has bytes invalid in encoding {encoding!r}; "
+            "set option encoding)"
+        )
     names = next(csv.reader([line.lstrip("\ufeff").rstrip("\r\n")], delimiter=sep))
     return names if raw else [name.strip() for name in names]
 
@@ -95,6 +110,28 @@ class RawFrame:
     df: "DataFrame"
     columns: tuple[str, ...]
     label: str  # the file or directory, for messages
+    sep: str | None = None  # delimited input: the field separator (``df`` then carries :data:`LINE`)
+
+    @property
+    def line(self) -> "Column | None":
+        """A malformed row's line as read (null for well-formed rows); None for non-delimited input."""
+        from pyspark.sql import functions as F
+
+        return F.col(LINE) if self.sep is not None else None
+
+    def extra_fields(self) -> "Column | None":
+        """Whether a row has more fields than the header (None for non-delimited input).
+
+        Only malformed rows (wrong field count) carry a line; its fields are counted outside quoted
+        text, so a quoted separator is not a field boundary.
+        """
+        from pyspark.sql import functions as F
+
+        if self.sep is None:
+            return None
+        unquoted = F.regexp_replace(F.col(LINE), _QUOTED_RE, "")
+        fields = F.size(F.split(unquoted, "\\Q" + self.sep + "\\E", -1))
+        return F.coalesce(F.col(LINE).isNotNull() & (fields > len(self.columns)), F.lit(False))
 
     def find(self, *candidates: str) -> str | None:
         """Original name of the first candidate present (case- and blank-insensitive), or None."""
@@ -189,7 +226,11 @@ def read_delimited(
     spark_names = read_header(files[0], sep, encoding, raw=True) if header else names
     if len(spark_names) != len(names):
         spark_names = names
-    schema = StructType([StructField(n, StringType(), True) for n in spark_names])
+    schema = StructType([StructField(n, StringType(), True) for n in spark_names] + [StructField(_CORRUPT, StringType())])
+    # With CSV column pruning Spark tokenizes only the columns a query uses and cannot tell a row's
+    # field count, so the corrupt-record column stays null for rows with extra fields: the ingest
+    # needs every row's field count checked (a session setting; parsing every column costs little).
+    spark.conf.set("spark.sql.csv.parser.columnPruning.enabled", "false")
     df = spark.read.csv(
         [str(f) for f in files],
         schema=schema,
@@ -199,9 +240,10 @@ def read_delimited(
         escape='"',  # RFC 4180: a quote inside a quoted field is doubled
         encoding=encoding,
         mode="PERMISSIVE",  # short rows are padded with nulls, which validation then rejects
+        columnNameOfCorruptRecord=_CORRUPT,  # the line of a row whose field count is not the header's
         multiLine=False,
-    ).toDF(*[f"_c{i}" for i in range(len(names))])
-    return RawFrame(df=df, columns=tuple(names), label=str(path))
+    ).toDF(*[f"_c{i}" for i in range(len(names))], LINE)
+    return RawFrame(df=df, columns=tuple(names), label=str(path), sep=sep)
 
 
 def frame_from_pandas(spark: "SparkSession", pdf: "pd.DataFrame", label: str) -> RawFrame:

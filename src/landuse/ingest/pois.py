@@ -4,8 +4,10 @@ Each :class:`PoiSource` reads CSV / Parquet / GeoParquet / GeoJSON / GeoPackage 
 locates the point (lon/lat columns, x/y in a CRS, a WKT column, Amap's ``"lon,lat"`` text or the
 file's own geometry) and splits the category hierarchy into one token per level (``cat_l1`` ..
 ``cat_l3``, coarse to fine). Output: ``POIS_SCHEMA`` plus rejects (``REJECTS_SCHEMA``) with reasons
-``null_coordinates``, ``unparsable_coordinates``, ``coordinates_out_of_range``, ``zero_coordinates``,
-``outside_extent``, ``missing_id``, ``missing_category``, ``duplicate_id``.
+``extra_fields`` (a delimited row with more fields than the header), ``undecodable_text`` (the id,
+a category or the ``name`` held bytes invalid in the declared ``encoding``), ``null_coordinates``,
+``unparsable_coordinates``, ``coordinates_out_of_range``, ``zero_coordinates``, ``outside_extent``,
+``missing_id``, ``missing_category``, ``duplicate_id``.
 
 Options common to every adapter (column names are case-insensitive):
 ``format`` (auto|csv|parquet|vector), ``sep``, ``encoding``, ``header``, ``columns`` (names when
@@ -62,6 +64,7 @@ N_LEVELS = 3
 GEOMETRY_WKT = "geometry"  # column holding WKT when a vector file is read on the driver
 DUPLICATE_ID = "duplicate_id"  # a later row repeating a POI id (the first usable one is kept)
 ROW_NUMBER_IDS = "row_number"  # id_column value: number the rows (file:row) even when an id column exists
+NAME_CANDIDATES = ("name",)  # checked for undecodable text too: garbled names mean a wrong encoding option
 
 
 @dataclass(frozen=True)
@@ -393,7 +396,15 @@ def _build_pois(
     if convert:
         df = to_lonlat(df, [("__x", "__y", "__lon", "__lat")], crs=coords.crs, gcj02=gcj02)
     point = Endpoint(F.col("__x_t"), F.col("__y_t"), F.col("__x"), F.col("__y"), F.col("__lon"), F.col("__lat"))
-    checks = V.coordinate_checks([point], extent) + [
+    texts = [F.col("__id"), *[F.col(f"__l{i + 1}") for i in range(N_LEVELS)]]
+    name_col = frame.find(*NAME_CANDIDATES)
+    if name_col is not None:
+        texts.append(frame.col(name_col))
+    row_checks: list = [(V.UNDECODABLE_TEXT, V.undecodable(*texts))]
+    extra = frame.extra_fields()
+    if extra is not None:
+        row_checks.insert(0, (V.EXTRA_FIELDS, extra))
+    checks = row_checks + V.coordinate_checks([point], extent) + [
         (V.MISSING_ID, F.col("__id").isNull()),
         (V.MISSING_CATEGORY, F.col("__l1").isNull()),
     ]
@@ -408,7 +419,7 @@ def _build_pois(
         F.lit(name).alias(SOURCE), F.col("__id").alias(POI_ID), F.col("__lon").alias(LON), F.col("__lat").alias(LAT),
         *[F.col(f"__l{i + 1}").alias(f"{CATEGORY_PREFIX}{i + 1}") for i in range(N_LEVELS)],
     ]
-    split = V.split_rows(df, reason, kept_cols, frame.raw_struct(), name).conformed(POIS_SCHEMA)
+    split = V.split_rows(df, reason, kept_cols, frame.raw_struct(), name, line=frame.line).conformed(POIS_SCHEMA)
     return PoiIngestResult(split.kept, split.rejects, name, frame.label, frame.df, split.reasons, notes)
 
 

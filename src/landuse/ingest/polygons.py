@@ -3,6 +3,11 @@
 Polygon tables are small next to trips (10^2–10^5 rows), so they are read whole; whole-file
 problems raise :class:`IngestError` with one line naming the file, while row-level problems of
 land-use polygons (unmapped class codes, bad geometries, bad proportions) go to a rejects table.
+Invalid polygons are repaired with ``make_valid`` only when that changes their area by at most a
+relative tolerance (``ingest.polygon_repair_tolerance``); the area before repair is the one the
+rings enclose as written (GEOS's shoelace area: a bow-tie's two lobes cancel out). Beyond the
+tolerance the polygon stays invalid and is rejected as ``invalid_geometry`` (or, where a rejected
+row has no table to go to — regions, zones, ``strict`` reads — fails the read with one line).
 :func:`geoparquet_geometry` reads only a GeoParquet file's metadata (geometry column and CRS), for
 point files that Spark scans on the executors instead (``landuse.ingest.pois`` with Sedona).
 """
@@ -22,6 +27,7 @@ from landuse.constants import LANDUSE_CLASSES
 from landuse.ingest.coords import check_crs
 from landuse.ingest.errors import IngestError
 from landuse.ingest.files import PARQUET_SUFFIXES, first_line, show_names, value_text
+from landuse.ingest.guards import DEFAULT_REPAIR_TOLERANCE
 from landuse.ingest.quarantine import IngestSummary, reason_counts
 from landuse.spark.schemas import RAW, REASON, SOURCE, SOURCE_ID, T_LANDUSE
 
@@ -42,6 +48,7 @@ NOT_POLYGON = "not_polygon"
 UNMAPPED_CODE = "unmapped_code"
 MISSING_CODE = "missing_code"
 INVALID_PROPORTIONS = "invalid_proportions"
+INVALID_GEOMETRY = "invalid_geometry"  # invalid, and make_valid would change its area beyond the tolerance
 
 
 def read_vector(path: Path | str, *, crs: str | None = None, layer: str | None = None) -> "gpd.GeoDataFrame":
@@ -118,31 +125,67 @@ def geoparquet_geometry(path: Path | str, *, crs: str | None = None) -> tuple[st
 
 
 def geometry_problems(gdf: "gpd.GeoDataFrame") -> pd.Series:
-    """Per row: ``null_geometry``, ``not_polygon`` or None."""
+    """Per row: ``null_geometry``, ``not_polygon``, ``invalid_geometry`` or None.
+
+    Call it after :func:`_repair`: the polygons still invalid then are those it refused to repair.
+    """
     geom = gdf.geometry
     empty = geom.isna() | geom.is_empty
     polygonal = geom.geom_type.isin(["Polygon", "MultiPolygon"])
     out = pd.Series(None, index=gdf.index, dtype=object)
+    out[~empty & polygonal & ~geom.is_valid] = INVALID_GEOMETRY
     out[~empty & ~polygonal] = NOT_POLYGON
     out[empty] = NULL_GEOMETRY
     return out
 
 
-def _repair(gdf: "gpd.GeoDataFrame", path: Path) -> "gpd.GeoDataFrame":
-    """Make invalid polygons valid (keeping their polygonal parts); logged, never silent."""
+def area_change(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Relative area change ``|after - before| / max(before, after)`` (0 where both are 0)."""
+    import shapely
+
+    a, b = shapely.area(before), shapely.area(after)
+    top = np.maximum(a, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(top > 0, np.abs(b - a) / np.where(top > 0, top, 1.0), 0.0)
+
+
+def _repair(gdf: "gpd.GeoDataFrame", path: Path, tolerance: float = DEFAULT_REPAIR_TOLERANCE) -> "gpd.GeoDataFrame":
+    """Make invalid polygons valid (keeping their polygonal parts) when their area changes by at most ``tolerance``.
+
+    The others are left as they are (invalid), for :func:`geometry_problems` to reject as
+    ``invalid_geometry``. Both are logged, never silent.
+    """
     import shapely
 
     geom = gdf.geometry
     bad = ~geom.isna() & ~geom.is_empty & ~geom.is_valid
     if not bad.any():
         return gdf
-    fixed = shapely.make_valid(geom[bad].values)
+    before = geom[bad].to_numpy()
     # make_valid can return collections with stray lines/points; keep the area-bearing parts.
-    fixed = [_polygonal_part(g) for g in fixed]
+    fixed = np.array([_polygonal_part(g) for g in shapely.make_valid(before)], dtype=object)
+    change = area_change(before, fixed)
+    ok = change <= tolerance
     gdf = gdf.copy()
-    gdf.loc[bad, gdf.geometry.name] = fixed
-    log.warning("%s: repaired %d invalid polygon(s) with make_valid", path, int(bad.sum()))
+    if ok.any():
+        gdf.loc[bad[bad].index[ok], gdf.geometry.name] = fixed[ok]
+        log.warning("%s: repaired %d invalid polygon(s) with make_valid (area change <= %g%%)",
+                    path, int(ok.sum()), tolerance * 100)
+    if (~ok).any():
+        log.warning("%s: %d invalid polygon(s) not repaired: make_valid would change their area by up to "
+                    "%.0f%% (> ingest.polygon_repair_tolerance %g%%)", path, int((~ok).sum()),
+                    float(change[~ok].max()) * 100, tolerance * 100)
     return gdf
+
+
+def invalid_polygon_message(geom: Any, tolerance: float) -> str:
+    """Why an invalid polygon was not repaired: the GEOS reason and the area change make_valid would make."""
+    import shapely
+
+    fixed = _polygonal_part(shapely.make_valid(geom))
+    change = float(area_change(np.array([geom], dtype=object), np.array([fixed], dtype=object))[0])
+    return (f"invalid polygon ({shapely.is_valid_reason(geom)}) that make_valid would change by {change:.0%} of "
+            f"its area (> ingest.polygon_repair_tolerance {tolerance * 100:g}%); fix the polygon or raise the tolerance")
 
 
 def _polygonal_part(geom: Any) -> Any:
@@ -162,12 +205,15 @@ def read_polygons(
     strict: bool = True,
     repair: bool = True,
     dissolve_duplicates: bool = False,
+    repair_tolerance: float = DEFAULT_REPAIR_TOLERANCE,
 ) -> "gpd.GeoDataFrame":
     """Polygons (shp, gpkg, GeoJSON, GeoParquet) in their own CRS, with a unique non-null id column.
 
     Raises :class:`IngestError` (one line naming the file) when the file is unreadable, lacks
     ``id_column`` or a required column, has no or an unknown CRS, has null/duplicate ids, or —
-    with ``strict`` — holds a null, empty or non-polygon geometry. Invalid polygons are repaired.
+    with ``strict`` — holds a null, empty, non-polygon or unrepairable geometry. Invalid polygons are
+    repaired when that changes their area by at most ``repair_tolerance`` (relative); without
+    ``strict`` the others come back invalid (:func:`geometry_problems`: ``invalid_geometry``).
     ``dissolve_duplicates`` merges rows sharing an id into one (multi)polygon instead of failing —
     for zone files that store a multi-part zone as several rows (NYC taxi zones 56 and 103).
     """
@@ -194,15 +240,18 @@ def read_polygons(
                 f"{path}: duplicate id {dup.iloc[0]!r} in column {id_column!r} ({dup.nunique()} duplicated ids)"
             )
     if repair:
-        gdf = _repair(gdf, path)
+        gdf = _repair(gdf, path, repair_tolerance)
     if strict:
         problems = geometry_problems(gdf)
         if problems.notna().any():
             row = int(np.flatnonzero(problems.notna().to_numpy())[0])
             ident = f" (id {gdf[id_column].iloc[row]!r})" if id_column else ""
-            kind = "null or empty geometry" if problems.iloc[row] == NULL_GEOMETRY else (
-                f"{gdf.geometry.iloc[row].geom_type} geometry, expected Polygon/MultiPolygon"
-            )
+            if problems.iloc[row] == NULL_GEOMETRY:
+                kind = "null or empty geometry"
+            elif problems.iloc[row] == INVALID_GEOMETRY:
+                kind = invalid_polygon_message(gdf.geometry.iloc[row], repair_tolerance)
+            else:
+                kind = f"{gdf.geometry.iloc[row].geom_type} geometry, expected Polygon/MultiPolygon"
             raise IngestError(f"{path}: row {row}{ident}: {kind} ({int(problems.notna().sum())} such rows)")
     return gdf
 
@@ -331,6 +380,7 @@ def read_landuse_codes(
     match: Literal["exact", "prefix"] = "exact",
     source: str = "landuse",
     classes: Sequence[str] = LANDUSE_CLASSES,
+    repair_tolerance: float = DEFAULT_REPAIR_TOLERANCE,
 ) -> LanduseResult:
     """Land-use polygons with a class-code column mapped to the target classes by a mapping CSV.
 
@@ -338,11 +388,13 @@ def read_landuse_codes(
     ``match="prefix"`` lets a mapping row cover every code it prefixes (longest prefix wins, so
     ``05`` maps ``0501``..``0508`` unless a longer row exists). Polygons whose code is missing or
     unmapped go to rejects (``missing_code`` / ``unmapped_code``) and are reported with a count and
-    examples; so do null / non-polygon geometries.
+    examples; so do null / non-polygon geometries, and invalid ones that ``make_valid`` would
+    change by more than ``repair_tolerance`` of their area (``invalid_geometry``).
     """
     path = Path(path)
     mapping = read_class_mapping(mapping_path, classes)
-    gdf = read_polygons(path, id_column=id_column, crs=crs, layer=layer, required_columns=[code_column], strict=False)
+    gdf = read_polygons(path, id_column=id_column, crs=crs, layer=layer, required_columns=[code_column], strict=False,
+                        repair_tolerance=repair_tolerance)
     codes = gdf[code_column].map(_code_text)
     lookup = dict(zip(mapping["code"], zip(mapping["name"], mapping["landuse_class"])))
     if match == "prefix":
@@ -399,6 +451,7 @@ def read_landuse_proportions(
     layer: str | None = None,
     source: str = "landuse",
     tolerance: float = 1e-6,
+    repair_tolerance: float = DEFAULT_REPAIR_TOLERANCE,
 ) -> LanduseResult:
     """Polygons carrying class-proportion columns (e.g. NYC tracts ``lu_*``), passed through.
 
@@ -410,7 +463,8 @@ def read_landuse_proportions(
     if not proportion_columns:
         raise IngestError(f"{path}: no proportion columns given (option proportion_columns)")
     gdf = read_polygons(
-        path, id_column=id_column, crs=crs, layer=layer, required_columns=list(proportion_columns), strict=False
+        path, id_column=id_column, crs=crs, layer=layer, required_columns=list(proportion_columns), strict=False,
+        repair_tolerance=repair_tolerance,
     )
     values = gdf[list(proportion_columns)].apply(pd.to_numeric, errors="coerce").astype("float64")
     bad_value = values.isna().any(axis=1) | (values < -tolerance).any(axis=1) | (values > 1 + tolerance).any(axis=1)

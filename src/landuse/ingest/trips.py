@@ -15,15 +15,22 @@ Each adapter is a :class:`TripSource` registered under a name used in config
 Rows are validated by Spark expressions only (no Python UDF); each row is tagged with its reason
 once, and kept rows, rejects and reasons are lazy views of the tagged rows — nothing is cached or
 counted until asked (:meth:`IngestResult.summaries`, or :meth:`IngestResult.observed`, with which
-the ingest stage validates and writes a source in one pass and counts it while writing). Duplicate
-trips are kept: they are legitimate repeated journeys.
+the ingest stage validates and writes a source in one pass and counts it while writing) — except
+the derived date range (:mod:`landuse.ingest.guards`): a timed source without ``ingest.date_range``
+costs one ``approxQuantile`` job when read. Duplicate trips are kept: they are legitimate repeated
+journeys.
+
+Besides the adapter's own checks, every source rejects rows with more fields than the header
+(``extra_fields``, checked first), keys holding undecodable bytes (``undecodable_text``), counts
+above ``ingest.max_count`` (``count_too_large``) and start times outside the date range
+(``date_out_of_range``, checked last).
 Timestamps are wall-clock times as written in the source, stored as if UTC (the session zone).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
@@ -31,6 +38,7 @@ from landuse.ingest import validation as V
 from landuse.ingest.coords import check_crs, is_wgs84, to_lonlat
 from landuse.ingest.errors import IngestError
 from landuse.ingest.files import RawFrame, frame_from_pandas, read_delimited, show_names
+from landuse.ingest.guards import Guards, derive_date_range
 from landuse.ingest.registry import AdapterRegistry
 from landuse.ingest.options import REQUIRED, Option, parse_options
 from landuse.ingest.quarantine import IngestSummary
@@ -78,6 +86,9 @@ class IngestResult:
     location_split: V.Split | None = None
     raw_locations: "DataFrame | None" = None
     locations_path: str | None = None
+    timed: bool = True  # the trips carry start times (a zone OD table without a time column does not)
+    date_range: tuple[str, str] | None = None  # [first, last] start dates accepted (ISO); None: not checked
+    date_range_rule: str | None = None  # "ingest.date_range" or how it was derived (for the manifest)
 
     @property
     def trips(self) -> "DataFrame":
@@ -185,13 +196,55 @@ def _summary(name: str, table: str, path: str, raw: "DataFrame", split: V.Split)
 
 
 def _result(
-    split: V.Split, frame: RawFrame, name: str, *, keys_are_regions: bool = False, locs: "_Locations | None" = None
+    split: V.Split,
+    frame: RawFrame,
+    name: str,
+    *,
+    keys_are_regions: bool = False,
+    locs: "_Locations | None" = None,
+    timed: bool = True,
 ) -> IngestResult:
     if locs is None:
-        return IngestResult(split, keys_are_regions, name, frame.label, frame.df)
+        return IngestResult(split, keys_are_regions, name, frame.label, frame.df, timed=timed)
     return IngestResult(
-        split, keys_are_regions, name, frame.label, frame.df, locs.split, locs.frame.df, locs.frame.label
+        split, keys_are_regions, name, frame.label, frame.df, locs.split, locs.frame.df, locs.frame.label, timed=timed
     )
+
+
+def _guarded(result: IngestResult, guards: Guards) -> IngestResult:
+    """``result`` with the count and date guards applied to rows that passed every other check.
+
+    ``count_too_large``: a count above ``guards.max_count`` (sources with a count column).
+    ``date_out_of_range``: a start date outside ``guards.date_range``, or, when that is None, the
+    range derived from the bulk of the source's dates (one ``approxQuantile`` job; see
+    :mod:`landuse.ingest.guards`). Both only tag rows still kept, so each row keeps one reason.
+    """
+    from pyspark.sql import functions as F
+
+    tagged = result.split.tagged
+    kept = F.col(V.REASON_COL).isNull()
+    if "__n_t" in tagged.columns:  # the source has a count column (else every row counts 1)
+        too_large = kept & (F.col("__n") > F.lit(guards.max_count))
+        tagged = tagged.withColumn(V.REASON_COL, F.when(too_large, F.lit(V.COUNT_TOO_LARGE)).otherwise(F.col(V.REASON_COL)))
+    date_range, rule = None, None
+    if result.timed:
+        if guards.date_range is not None:
+            date_range, rule = guards.date_range, "ingest.date_range"
+        else:
+            day = F.datediff(F.to_date(F.col("__ts")), F.lit("1970-01-01")).cast("double")
+            dated = tagged.where(F.col(V.REASON_COL).isNull() & F.col("__ts").isNotNull()).select(day.alias("__day"))
+            date_range = derive_date_range(dated, "__day")
+            rule = "derived: 0.1th-99.9th percentile of the start dates, widened by 1 day each side"
+        if date_range is not None:
+            first, last = date_range
+            start = F.to_date(F.col("__ts"))
+            outside = F.col(V.REASON_COL).isNull() & ((start < F.lit(first)) | (start > F.lit(last)))
+            tagged = tagged.withColumn(
+                V.REASON_COL, F.when(outside, F.lit(V.DATE_OUT_OF_RANGE)).otherwise(F.col(V.REASON_COL))
+            )
+    split = replace(result.split, tagged=tagged)
+    days = None if date_range is None else (date_range[0].isoformat(), date_range[1].isoformat())
+    return replace(result, split=split, date_range=days, date_range_rule=rule if days else None)
 
 
 CSV_OPTIONS = (
@@ -209,6 +262,7 @@ class TripSource(ABC):
 
     adapter: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
+    guards: Guards = Guards()  # set by read(); adapters read polygon_repair_tolerance from it
 
     def read(
         self,
@@ -217,9 +271,14 @@ class TripSource(ABC):
         extent: LonLatBox | None = None,
         *,
         name: str | None = None,
+        guards: Guards | None = None,
     ) -> IngestResult:
-        """Read and validate ``source`` (``name`` fills the ``source`` column; default: the adapter)."""
+        """Read and validate ``source`` (``name`` fills the ``source`` column; default: the adapter).
+
+        ``guards``: the ``ingest:`` settings (default: :class:`~landuse.ingest.guards.Guards`'s defaults).
+        """
         name = name or self.adapter
+        self.guards = guards or Guards()
         where = f"{source.path}: trip source {name!r} (adapter {self.adapter})"
         opts = parse_options(source.options, self.options, where)
         for key in ("timestamp_format", "date_format"):
@@ -228,7 +287,7 @@ class TripSource(ABC):
                     V.format_to_regex(fmt)
                 except IngestError as exc:
                     raise IngestError(f"{where}: option {key!r}: {exc}") from None
-        return self._read(spark, Path(source.path), opts, extent, name)
+        return _guarded(self._read(spark, Path(source.path), opts, extent, name), self.guards)
 
     @abstractmethod
     def _read(
@@ -247,10 +306,15 @@ def trip_source(adapter: str) -> TripSource:
 
 
 def read_trips(
-    spark: "SparkSession", source: "SourceConfig", extent: LonLatBox | None = None, *, name: str | None = None
+    spark: "SparkSession",
+    source: "SourceConfig",
+    extent: LonLatBox | None = None,
+    *,
+    name: str | None = None,
+    guards: Guards | None = None,
 ) -> IngestResult:
-    """Read a trip source with the adapter named in its config."""
-    return trip_source(source.adapter).read(spark, source, extent, name=name)
+    """Read a trip source with the adapter named in its config (``guards``: see :meth:`TripSource.read`)."""
+    return trip_source(source.adapter).read(spark, source, extent, name=name, guards=guards)
 
 
 # ------------------------------------------------------------------------------------------
@@ -362,7 +426,12 @@ def _count_columns(frame: RawFrame, spec: _CountSpec, cols: _Columns) -> Checks:
         return checks
     text = cols.text("__n_t", frame.col(spec.column))
     n = cols.value("__n", V.parse_integer(text))
-    checks += [(V.MISSING_COUNT, text.isNull()), (V.INVALID_COUNT, n.isNull()), (V.NEGATIVE_COUNT, n < 0)]
+    checks += [
+        (V.MISSING_COUNT, text.isNull()),
+        (V.COUNT_TOO_LARGE, V.huge_integer(text)),  # an integer beyond 64 bits is above any max_count
+        (V.INVALID_COUNT, n.isNull()),
+        (V.NEGATIVE_COUNT, n < 0),
+    ]
     return checks
 
 
@@ -385,8 +454,25 @@ def _trip_columns(name: str, keys: bool, lonlat: bool) -> list["Column"]:
     ]
 
 
+def _row_checks(frame: RawFrame, *texts: "Column") -> Checks:
+    """Checks of the row as read, before any value check: extra fields, undecodable kept text."""
+    checks: Checks = []
+    extra = frame.extra_fields()
+    if extra is not None:
+        checks.append((V.EXTRA_FIELDS, extra))
+    if texts:
+        checks.append((V.UNDECODABLE_TEXT, V.undecodable(*texts)))
+    return checks
+
+
 def _finish(df: "DataFrame", frame: RawFrame, checks: Checks, name: str, *, keys: bool, lonlat: bool) -> V.Split:
-    split = V.split_rows(df, V.first_reason(checks), _trip_columns(name, keys, lonlat), frame.raw_struct(), name)
+    from pyspark.sql import functions as F
+
+    texts = (F.col("__ok"), F.col("__dk")) if keys else ()
+    split = V.split_rows(
+        df, V.first_reason(_row_checks(frame, *texts) + list(checks)), _trip_columns(name, keys, lonlat),
+        frame.raw_struct(), name, line=frame.line,
+    )
     return split.conformed(TRIPS_SCHEMA)
 
 
@@ -426,12 +512,16 @@ def _validate_locations(
     cols.value("__ord", F.monotonically_increasing_id())
     df = cols.apply(frame.df)
     point = Endpoint(F.col("__lx_t"), F.col("__ly_t"), F.col("__lx"), F.col("__ly"), F.col("__lx"), F.col("__ly"))
-    own = V.first_reason([(V.MISSING_KEY, F.col("__lk").isNull())] + V.coordinate_checks([point], extent))
+    own = V.first_reason(
+        [*_row_checks(frame, F.col("__lk")), (V.MISSING_KEY, F.col("__lk").isNull()), *V.coordinate_checks([point], extent)]
+    )
     first = Window.partitionBy("__lk").orderBy(F.col("__own").isNotNull(), F.col("__ord"))
     df = df.withColumn("__own", own).withColumn("__rank", F.when(F.col("__lk").isNotNull(), F.row_number().over(first)))
     reason = F.coalesce(F.col("__own"), F.when(F.col("__rank") > 1, F.lit(V.DUPLICATE_KEY)))
     kept_cols = [F.lit(name).alias(SOURCE), F.col("__lk").alias(LOC_KEY), F.col("__lx").alias(LON), F.col("__ly").alias(LAT)]
-    split = V.split_rows(df, reason, kept_cols, frame.raw_struct(), name, reason_prefix=V.LOCATION_PREFIX)
+    split = V.split_rows(
+        df, reason, kept_cols, frame.raw_struct(), name, reason_prefix=V.LOCATION_PREFIX, line=frame.line
+    )
     status = df.filter(F.col("__rank") == 1).select("__lk", F.col("__own").alias("__lstatus"))
     return _Locations(frame, split.conformed(LOCATIONS_SCHEMA), status)
 
@@ -520,15 +610,27 @@ def _point_trips(
 
 
 def _zone_locations(
-    spark: "SparkSession", zones_path: Path, id_column: str, crs: str | None, extent: LonLatBox | None, name: str
+    spark: "SparkSession",
+    zones_path: Path,
+    id_column: str,
+    crs: str | None,
+    extent: LonLatBox | None,
+    name: str,
+    repair_tolerance: float,
 ) -> _Locations:
-    """Zone polygons -> a location table of centroids (lon/lat), validated like stations."""
+    """Zone polygons -> a location table of centroids (lon/lat), validated like stations.
+
+    An invalid zone polygon that cannot be repaired within ``repair_tolerance`` fails the read
+    (:func:`~landuse.ingest.polygons.read_polygons`, one line naming the zone).
+    """
     import pandas as pd
 
     from landuse.ingest.files import value_text
     from landuse.ingest.polygons import centroids_lonlat, read_polygons
 
-    gdf = read_polygons(zones_path, id_column=id_column, crs=crs, dissolve_duplicates=True)
+    gdf = read_polygons(
+        zones_path, id_column=id_column, crs=crs, dissolve_duplicates=True, repair_tolerance=repair_tolerance
+    )
     lon, lat = centroids_lonlat(gdf)
     table = pd.DataFrame({id_column: gdf[id_column].map(value_text).to_numpy(), LON: lon, LAT: lat})
     frame = frame_from_pandas(spark, table, label=str(zones_path))
@@ -690,7 +792,10 @@ class TlcTaxiTripSource(TripSource):
     def _zone_trips(self, spark, frame, opts, time, extent, name, where, path):  # type: ignore[no-untyped-def]
         if opts["zones_path"] is None:
             raise IngestError(f"{where}: records have PULocationID/DOLocationID: set option zones_path (taxi zones)")
-        locs = _zone_locations(spark, opts["zones_path"], opts["zone_id_column"], opts["zones_crs"], extent, name)
+        locs = _zone_locations(
+            spark, opts["zones_path"], opts["zone_id_column"], opts["zones_crs"], extent, name,
+            self.guards.polygon_repair_tolerance,
+        )
         split = _keyed_trips(
             frame, frame.require(self.zone_ids[0]), frame.require(self.zone_ids[1]), locs, V.UNKNOWN_ZONE,
             time, _CountSpec(), name,
@@ -726,7 +831,10 @@ class SignalingOdTripSource(TripSource):
         frame = read_delimited(spark, path, sep=opts["sep"], encoding=opts["encoding"])
         cols = {k: frame.require(opts[k], what=f"column (option {k})") for k in
                 ("date_column", "hour_column", "o_column", "d_column", "count_column")}
-        locs = _zone_locations(spark, opts["zones_path"], opts["zone_id_column"], opts["zones_crs"], extent, name)
+        locs = _zone_locations(
+            spark, opts["zones_path"], opts["zone_id_column"], opts["zones_crs"], extent, name,
+            self.guards.polygon_repair_tolerance,
+        )
         formats = _formats(opts["date_format"], self.date_formats)
         # start_ts = date + hour; an hour outside 0-23 makes the timestamp unparsable.
         time = _Columns()
@@ -775,7 +883,7 @@ class ZoneOdTripSource(TripSource):
         df = cols.apply(frame.df)
         checks: Checks = [(V.MISSING_KEY, o_key.isNull() | d_key.isNull())]
         split = _finish(df, frame, checks + time_checks + count_checks, name, keys=True, lonlat=False)
-        return _result(split, frame, name, keys_are_regions=True)
+        return _result(split, frame, name, keys_are_regions=True, timed=t_col is not None)
 
 
 @register_trip_source
@@ -818,7 +926,7 @@ class PointsOdTripSource(TripSource):
             frame, coords, opts["crs"], keys,  # type: ignore[arg-type]
             _TimeSpec(start, end, _formats(opts["timestamp_format"])), _CountSpec(column=count), extent, name,
         )
-        return _result(split, frame, name)
+        return _result(split, frame, name, timed=start is not None)
 
 
 def adapter_options(adapter: str) -> Mapping[str, Option]:

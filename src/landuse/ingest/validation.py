@@ -41,10 +41,16 @@ MISSING_COUNT = "missing_count"
 INVALID_COUNT = "invalid_count"  # not an integer (e.g. "2.5", "abc") or beyond 64 bits
 NEGATIVE_COUNT = "negative_count"
 MISSING_CATEGORY = "missing_category"
+EXTRA_FIELDS = "extra_fields"  # a delimited row with more fields than the header (its values may be shifted)
+UNDECODABLE_TEXT = "undecodable_text"  # a kept text field held bytes invalid in the declared encoding
+DATE_OUT_OF_RANGE = "date_out_of_range"  # a trip start outside ingest.date_range (or the derived range)
+COUNT_TOO_LARGE = "count_too_large"  # a trip count above ingest.max_count (or beyond 64 bits)
+REPLACEMENT_CHAR = "\ufffd"  # what a decoder puts in place of bytes invalid in the declared encoding
 LOCATION_PREFIX = "location_"  # rejects of a source's location table (stations, zones)
 
 _NUMBER_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,3})?$"
 _INTEGER_RE = r"^[+-]?\d{1,18}(\.0*)?$"
+_HUGE_INTEGER_RE = r"^\+?\d{19,}(\.0*)?$"  # a non-negative integer too long for 64 bits
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,24 @@ def parse_integer(text: "Column") -> "Column":
     # A plain integer (no ".0" tail) is cast as is; the regex rules out anything a cast would reject.
     whole = F.when(text.contains("."), F.regexp_extract(text, r"^([+-]?\d+)", 1)).otherwise(text)
     return F.when(integer_ok(text), whole.cast("long"))
+
+
+def huge_integer(text: "Column") -> "Column":
+    """Whether non-null text is a non-negative integer with more digits than 64 bits hold."""
+    return text.rlike(_HUGE_INTEGER_RE)
+
+
+def undecodable(*texts: "Column") -> "Column":
+    """Whether any of ``texts`` holds U+FFFD, the decoder's replacement for bytes invalid in the encoding.
+
+    (A U+FFFD written in the file itself is indistinguishable from one and is treated the same.)
+    """
+    from pyspark.sql import functions as F
+
+    out = F.lit(False)
+    for text in texts:
+        out = out | F.coalesce(text.contains(REPLACEMENT_CHAR), F.lit(False))
+    return out
 
 
 def normalize_key(text: "Column") -> "Column":
@@ -278,6 +302,7 @@ class Split:
     raw: "Column"  # the original row as a struct (the rejects' JSON)
     source: str
     schema: "StructType | None" = None  # kept rows conformed to it
+    line: "Column | None" = None  # a malformed delimited row's line as read (null otherwise), added to its raw JSON
 
     @property
     def kept(self) -> "DataFrame":
@@ -292,10 +317,17 @@ class Split:
         """Rejected rows as ``REJECTS_SCHEMA``: source, reason, the raw row as JSON (nulls kept)."""
         from pyspark.sql import functions as F
 
+        raw = F.to_json(self.raw, {"ignoreNullFields": "false"})
+        if self.line is not None:
+            # The fields past the header are not in the struct: a malformed row keeps its whole line
+            # as "_line" (the two JSON objects' texts joined into one object).
+            extra = F.to_json(F.struct(self.line.alias("_line")))
+            merged = F.concat(F.regexp_replace(raw, r"\}$", ""), F.lit(","), F.regexp_replace(extra, r"^\{", ""))
+            raw = F.when(self.line.isNotNull(), merged).otherwise(raw)
         bad = self.tagged.filter(F.col(REASON_COL).isNotNull()).select(
             F.lit(self.source).alias(SOURCE),
             F.col(REASON_COL).alias(REASON),
-            F.to_json(self.raw, {"ignoreNullFields": "false"}).alias(RAW),
+            raw.alias(RAW),
         )
         return conform(bad, REJECTS_SCHEMA)
 
@@ -379,19 +411,21 @@ def split_rows(
     raw: "Column",
     source: str,
     reason_prefix: str = "",
+    line: "Column | None" = None,
 ) -> Split:
     """Tag every row of ``df`` with ``reason`` (null = kept) and split it: see :class:`Split`.
 
     ``kept`` are the kept rows' columns; ``raw`` is the original row as a struct, written as JSON
     text with nulls kept for rejected rows. The reason is computed once per row as a column of
-    the tagged rows; kept rows, rejects and reasons filter on that column.
+    the tagged rows; kept rows, rejects and reasons filter on that column. ``line``: see
+    :attr:`Split.line`.
     """
     from pyspark.sql import functions as F
 
     tagged = df.withColumn(
         REASON_COL, F.when(reason.isNotNull(), F.concat(F.lit(reason_prefix), reason)) if reason_prefix else reason
     )
-    return Split(tagged, tuple(kept), raw, source)
+    return Split(tagged, tuple(kept), raw, source, line=line)
 
 
 def conform(df: "DataFrame", schema: "StructType") -> "DataFrame":

@@ -43,7 +43,8 @@ def run(ctx: StageContext) -> None:
     source = config.inputs.buildings
     assert source is not None  # enabled() guarantees it
     crs = study_crs(config)
-    result = read_footprints(source, crs, cfg.min_area_m2, name=SOURCE)
+    result = read_footprints(source, crs, cfg.min_area_m2, name=SOURCE,
+                             repair_tolerance=config.ingest.polygon_repair_tolerance)
     summary = result.summary()
     write_rejects(result.rejects, ctx.out(REJECTS))
 
@@ -101,7 +102,7 @@ STAGE = Stage(
     run=run,
     outputs=lambda config: {T_BUILDING_FEATURES: table_path(config, T_BUILDING_FEATURES),
                             REJECTS: table_path(config, REJECTS)},
-    config_keys=("study", "inputs.buildings", "embeddings.buildings"),
+    config_keys=("study", "inputs.buildings", "embeddings.buildings", "ingest.polygon_repair_tolerance"),
     inputs=inputs,
     upstream=("regions",),
     enabled=lambda config: config.inputs.buildings is not None and config.inputs.regions is not None,

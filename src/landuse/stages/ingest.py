@@ -3,6 +3,12 @@
 Rejected rows go to ``rejects/<source>/`` with a reason; the manifest carries, per source table,
 rows in = kept + rejected (checked). Rows outside the study extent are rejected: the extent is
 ``study.extent`` or the regions' bounding box grown by ``study.extent_buffer_m``.
+
+The stage fails (one line, nothing committed) when a trip or POI source keeps less than
+``ingest.min_kept_fraction`` of its rows, or has no data rows at all unless the run is forced
+(``--force``: a warning). Trip start dates are checked against ``ingest.date_range`` (or a range
+derived from the data), counts against ``ingest.max_count``; see :mod:`landuse.ingest.guards`.
+The date range each source was checked against is in the manifest (``sources.<name>.date_range``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from landuse.config import Config
 from landuse.runner import Stage, StageContext
@@ -24,6 +31,10 @@ from landuse.spark.schemas import (
     T_TRIPS,
     TRIPS_SCHEMA,
 )
+
+if TYPE_CHECKING:
+    from landuse.ingest.guards import Guards
+    from landuse.ingest.quarantine import IngestSummary
 
 log = logging.getLogger(__name__)
 POI_SOURCE = "pois"
@@ -66,20 +77,24 @@ def run(ctx: StageContext) -> None:
     """
     from functools import reduce
 
+    from landuse.ingest.guards import Guards
     from landuse.ingest.quarantine import log_summaries
     from landuse.ingest.trips import read_trips
 
     spark, config = ctx.spark, ctx.config
+    guards = Guards.from_config(config.ingest)
     extent = study_extent(config)
     summaries, sources, observed = [], {}, []
     for name, source in config.inputs.trips.items():
-        result = read_trips(spark, source, extent, name=name)
+        result = read_trips(spark, source, extent, name=name, guards=guards)
         observed.append(result.observed())
         sources[name] = {
             "adapter": source.adapter,
             "keys_are_regions": result.keys_are_regions,
             "has_locations": result.location_split is not None,
         }
+        if result.date_range is not None:
+            sources[name].update(date_range=list(result.date_range), date_range_rule=result.date_range_rule)
 
     def union(frames, schema):  # type: ignore[no-untyped-def]
         return reduce(lambda a, b: a.unionByName(b), frames, spark.createDataFrame([], schema))
@@ -94,10 +109,14 @@ def run(ctx: StageContext) -> None:
         rejects = done.rejects()  # None: no rejected row, so no second pass over the input
         out = ctx.out(f"{T_REJECTS}/{done.result.name}")
         by_reason = _write_rejects(spark, rejects, out)
-        summaries += done.summaries(by_reason)
+        mine = done.summaries(by_reason)
+        summaries += mine
+        source = config.inputs.trips[done.result.name]
+        _check(mine[0], f"inputs.trips.{done.result.name}", str(source.path), guards, ctx.force)
     if config.inputs.pois is not None:
         started = time.perf_counter()
         summaries.append(_ingest_pois(ctx, extent))
+        _check(summaries[-1], "inputs.pois", str(config.inputs.pois.path), guards, ctx.force)
         timings["pois_s"] = round(time.perf_counter() - started, 2)
         log.info("ingest: POIs validated and written in %.1f s", timings["pois_s"])
         sources[POI_SOURCE] = {"adapter": config.inputs.pois.adapter}
@@ -108,6 +127,15 @@ def run(ctx: StageContext) -> None:
         ingest=[s.to_dict() for s in summaries],
         timings=timings,  # seconds: trips (+ locations and their counts), POIs
     )
+
+
+def _check(summary: "IngestSummary", key: str, path: str, guards: "Guards", force: bool) -> None:
+    """The stage-level guards on one source's main table (trips / POIs): not empty, enough rows kept."""
+    from landuse.ingest.guards import check_kept_share, check_not_empty, source_label
+
+    label = source_label(key, path)
+    check_not_empty(summary, label, force)
+    check_kept_share(summary, label, guards.min_kept_fraction)
 
 
 def _write_rejects(spark, rejects, directory: Path) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -153,7 +181,7 @@ STAGE = Stage(
     description="read + validate trips and POIs into canonical tables; bad rows to rejects/<source>/",
     run=run,
     outputs=outputs,
-    config_keys=("study", "inputs.trips", "inputs.pois"),
+    config_keys=("study", "inputs.trips", "inputs.pois", "ingest"),
     inputs=inputs,
     upstream=("regions",),
     enabled=lambda config: bool(config.inputs.trips) or config.inputs.pois is not None,

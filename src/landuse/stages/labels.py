@@ -10,12 +10,15 @@
   tracts); option ``proportion_columns`` maps each source column to a class of ``labels.classes``.
 
 Output ``labels``: region_id, one column per class (rows sum to 1 where coverage > 0), coverage.
+Invalid land-use polygons are repaired only within ``ingest.polygon_repair_tolerance`` of their
+area; the others go to ``rejects/landuse`` as ``invalid_geometry``.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from landuse.config import Config, ConfigError
 from landuse.runner import Stage, StageContext
@@ -45,14 +48,15 @@ def run(ctx: StageContext) -> None:
     opts = dict(source.options)
     classes = list(config.labels.classes)
     regions = read_geoparquet(config, T_REGIONS, "regions")
-    common = {"id_column": opts.get("id_column"), "crs": opts.get("crs"), "layer": opts.get("layer")}
+    common: dict[str, Any] = {"id_column": opts.get("id_column"), "crs": opts.get("crs"), "layer": opts.get("layer")}
+    tolerance = config.ingest.polygon_repair_tolerance  # invalid polygons beyond it go to rejects
     if source.adapter == "landuse_codes":
         for key in ("code_column", "class_map_path"):
             if not opts.get(key):
                 raise ConfigError(f"inputs.landuse.options.{key}: required for adapter landuse_codes")
         result = read_landuse_codes(
             source.path, opts["code_column"], opts["class_map_path"], match=opts.get("match", "exact"),
-            classes=classes, **common,
+            classes=classes, repair_tolerance=tolerance, **common,
         )
         labels = class_area_proportions(
             regions, result.polygons.to_crs(regions.crs), classes=classes,
@@ -65,7 +69,7 @@ def run(ctx: StageContext) -> None:
         unknown = sorted(set(mapping.values()) - set(classes))
         if unknown:
             raise ConfigError(f"inputs.landuse.options.proportion_columns: class {unknown[0]!r} not in labels.classes")
-        result = read_landuse_proportions(source.path, list(mapping), **common)
+        result = read_landuse_proportions(source.path, list(mapping), repair_tolerance=tolerance, **common)
         labels = areal_interpolation(regions, result.polygons.to_crs(regions.crs), list(mapping),
                                      spark=ctx.spark).rename(columns=mapping)
         for name in classes:
@@ -99,7 +103,7 @@ STAGE = Stage(
     description="overlay land-use polygons on regions -> per-region class distributions + coverage",
     run=run,
     outputs=lambda config: {T_LABELS: table_path(config, T_LABELS), REJECTS: table_path(config, REJECTS)},
-    config_keys=("labels", "inputs.landuse"),
+    config_keys=("labels", "inputs.landuse", "ingest.polygon_repair_tolerance"),
     inputs=inputs,
     upstream=("regions",),
     enabled=lambda config: config.inputs.landuse is not None,

@@ -8,6 +8,10 @@
   column repeats a value, keeping it as ``source_id``), ``crs`` (when the file has none), ``layer``;
 * ``grid`` — square cells of ``cell_size_m`` over the bounds of the polygon file at ``path``
   (e.g. a city boundary); option ``clip`` (default true) keeps only cells overlapping the boundary (positive area).
+
+An invalid polygon is repaired with ``make_valid`` only when that changes its area by at most
+``ingest.polygon_repair_tolerance``; otherwise the stage fails with one line naming the row (a
+region is never silently reshaped, and there is no rejects table for regions: rows in = regions).
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ def build_regions(config: Config, notes: dict | None = None):  # -> geopandas.Ge
 
     source, crs = regions_source(config), study_crs(config)
     opts = dict(source.options)
+    # An invalid polygon is repaired only within this area change, else the read fails naming it.
+    tolerance = config.ingest.polygon_repair_tolerance
     notes = {} if notes is None else notes
     if source.adapter == "polygons":
         id_column = opts.get("id_column") or None
@@ -70,12 +76,12 @@ def build_regions(config: Config, notes: dict | None = None):  # -> geopandas.Ge
         if id_column is not None and not isinstance(id_column, str):
             raise ConfigError(f"inputs.regions.options.id_column: expected a column name or row_number, got {id_column!r}")
         if id_column is None or id_column == ROW_NUMBER:
-            gdf = read_polygons(source.path, crs=opts.get("crs"), layer=opts.get("layer"))
+            gdf = read_polygons(source.path, crs=opts.get("crs"), layer=opts.get("layer"), repair_tolerance=tolerance)
             notes["id_column"] = f"{ROW_NUMBER} (no id column given)" if id_column is None else ROW_NUMBER
             log.info("regions: no id column; regions numbered 0..%d in file order", len(gdf) - 1)
             return regions_from_geodataframe(gdf, None, crs)
         # ids are checked below (regions_from_geodataframe), where duplicates may become row numbers
-        gdf = read_polygons(source.path, crs=opts.get("crs"), layer=opts.get("layer"))
+        gdf = read_polygons(source.path, crs=opts.get("crs"), layer=opts.get("layer"), repair_tolerance=tolerance)
         if id_column not in gdf.columns:
             columns = ", ".join(str(c) for c in gdf.columns if c != gdf.geometry.name)
             raise ConfigError(f"inputs.regions.options.id_column: {source.path} has no column {id_column!r} "
@@ -96,7 +102,7 @@ def build_regions(config: Config, notes: dict | None = None):  # -> geopandas.Ge
     cell = opts.get("cell_size_m")
     if not isinstance(cell, (int, float)) or cell <= 0:
         raise ConfigError("inputs.regions.options.cell_size_m: required for adapter grid (a positive number of metres)")
-    boundary = read_polygons(source.path, crs=opts.get("crs"), layer=opts.get("layer")).to_crs(crs)
+    boundary = read_polygons(source.path, crs=opts.get("crs"), layer=opts.get("layer"), repair_tolerance=tolerance).to_crs(crs)
     grid = grid_regions(boundary.total_bounds, float(cell), crs)
     if opts.get("clip", True):
         outline = boundary.geometry.union_all()
@@ -143,7 +149,7 @@ STAGE = Stage(
     description="regions table (GeoParquet), queen adjacency and distance-decay edges",
     run=run,
     outputs=lambda config: {name: table_path(config, name) for name in (T_REGIONS, T_ADJACENCY, T_DISTANCE_DECAY)},
-    config_keys=("study", "regions", "inputs.regions"),
+    config_keys=("study", "regions", "inputs.regions", "ingest.polygon_repair_tolerance"),
     inputs=inputs,
     upstream=(),
     enabled=lambda config: config.inputs.regions is not None,
