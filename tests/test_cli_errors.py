@@ -259,17 +259,14 @@ def test_user_error_in_a_worker_is_its_own_line(capsys: pytest.CaptureFixture[st
     assert_one_error_line(capsys.readouterr().err, "/data/x.tif: cannot be read; restore it")
 
 
-@pytest.mark.parametrize("module, name", [("landuse.manifest", "IntegrityError"), ("landuse.locks", "LockHeld"),
-                                          ("landuse.locks", "LockError")])
-def test_optional_errors_are_user_errors(module: str, name: str) -> None:
+@pytest.mark.parametrize("module, name", [("landuse.manifest", "IntegrityError"), ("landuse.locks", "LockError"),
+                                          ("landuse.serving.integrity", "ArtifactIntegrityError")])
+def test_integrity_lock_and_artifact_errors_are_user_errors(module: str, name: str) -> None:
     import importlib
 
     from landuse.entrypoints.common import user_errors
 
-    cls = getattr(importlib.import_module(module) if importlib.util.find_spec(module) else None, name, None)
-    if cls is None:
-        pytest.skip(f"{module}.{name} does not exist in this version")
-    assert cls in user_errors()
+    assert getattr(importlib.import_module(module), name) in user_errors()
 
 
 # --------------------------------------------------------------------------------------------

@@ -458,7 +458,7 @@ def training_overrides(option: str) -> dict[str, Any]:
         key = key.strip()
         if not sep or key not in fields:
             raise ValueError(f"{part!r}: expected training_key=value with a key of training (e.g. label_lag=true)")
-        out[key] = _convert(typing.get_type_hints(TrainingConfig)[key], yaml.safe_load(raw.strip()), "option", key)
+        out[key] = _convert(typing.get_type_hints(TrainingConfig)[key], _bounded_yaml(raw.strip(), f"option {key}"), "option", key)
     return out
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from landuse.config import ConfigError
 from landuse.entrypoints.common import add_config_args, guarded, load_from_args
+from landuse.training.signals import kill_runs_on_sigterm
 
 
 def parse_embeddings(items: list[str] | None) -> dict[str, Path]:
@@ -22,6 +23,7 @@ def parse_embeddings(items: list[str] | None) -> dict[str, Path]:
     return out
 
 
+@kill_runs_on_sigterm  # SIGTERM ends the MLflow runs KILLED instead of leaving them RUNNING
 def main(argv: list[str] | None = None) -> int:
     """``landuse run benchmark-embeddings --config conf/X.yaml [--labels CSV] [--embeddings NAME=PATH] [key=value ...]``."""
     parser = argparse.ArgumentParser(

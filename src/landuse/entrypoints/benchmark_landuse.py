@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from landuse.entrypoints.common import add_config_args, guarded, load_from_args
+from landuse.training.signals import kill_runs_on_sigterm
 
 
+@kill_runs_on_sigterm  # SIGTERM ends the MLflow runs KILLED instead of leaving them RUNNING
 def main(argv: list[str] | None = None) -> int:
     """``landuse run benchmark-landuse --config conf/X.yaml [--no-mlflow] [key=value ...]``."""
     parser = argparse.ArgumentParser(

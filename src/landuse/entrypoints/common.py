@@ -54,23 +54,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from landuse.monitoring.planned import MonitoringError
     from landuse.spatial.regions import RegionsError
 
-    return USER_ERRORS + (IngestError, SchemaError, OverlayError, RegionsError, MonitoringError) + _optional_errors()
+    from landuse.locks import LockError
+    from landuse.manifest import IntegrityError
+    from landuse.serving.integrity import ArtifactIntegrityError
 
-
-def _optional_errors() -> tuple[type[BaseException], ...]:
-    """``landuse.manifest.IntegrityError`` and the work-dir lock's error, where this version has them."""
-    import importlib
-
-    found: list[type[BaseException]] = []
-    for module, name in (("landuse.manifest", "IntegrityError"), ("landuse.locks", "LockHeld"),
-                         ("landuse.locks", "LockError")):
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            found.append(cls)
-    return tuple(found)
+    return USER_ERRORS + (IngestError, SchemaError, OverlayError, RegionsError, MonitoringError, IntegrityError,
+                          LockError, ArtifactIntegrityError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,7 +105,7 @@ _WRITE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk qu
                  errno.EISDIR: "it is a directory"}
 _PATH = re.compile(r"(?:(?:file|s3a?|hdfs|gs|abfss?|dbfs):/+)?/[^\s,;'\"()\[\]]+")
 # The last "module.Class: message" line of a Python worker's traceback.
-_WORKER_EXC = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|LockHeld)): (.*)$", re.MULTILINE)
+_WORKER_EXC = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.*)$", re.MULTILINE)
 
 
 def _one_line(text: str) -> str:

@@ -20,10 +20,12 @@ ENTROPY_NORM = "entropy_norm"  # entropy / ln(C), in [0, 1]
 
 def load_served_model(model_uri: str):
     """(pyfunc model, spec) of a landuse region model from an MLflow model URI; one-line ConfigError otherwise."""
-    from landuse.serving.pyfunc import load_region_model
+    from landuse.serving.pyfunc import ArtifactIntegrityError, load_region_model
 
     try:
         return load_region_model(model_uri)
+    except ArtifactIntegrityError:
+        raise  # already one line naming the version and the file (a user error in the CLI)
     except ValueError as exc:
         raise ConfigError(f"--model {exc}") from None
     except Exception as exc:  # noqa: BLE001 - MLflow raises many types; report one line
