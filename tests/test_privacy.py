@@ -8,7 +8,8 @@ params, metrics and tags) is scanned for them.
 Audit (landuse 0.x): the report reads only stage manifests (counts, rejects by reason — reasons are
 fixed strings written by the validators, never row values), MLflow gets the redacted config, the
 node_features manifest, dataset lineage (paths, fingerprints, schemas) and the models; nothing reads
-rows of ``trips`` or ``rejects``, so share_raw gates nothing today and this test keeps it that way.
+rows of ``trips``; the report reads the first rejected rows of each source only with
+``privacy.share_raw: true`` (the user's opt-in, last test), and this test keeps it that way.
 """
 
 from __future__ import annotations
@@ -96,3 +97,17 @@ def test_nothing_exported_carries_a_raw_row(city) -> None:
     for run in runs:
         values = [*run.data.params.values(), *run.data.tags.values(), *map(str, run.data.metrics)]
         assert not any(TRIP_MARKER in v or REJECT_MARKER in v for v in values)
+
+
+def test_share_raw_true_shows_sample_rejected_rows_in_the_report(city) -> None:
+    """privacy.share_raw: true is the user's opt-in: the report then shows the first rejected rows."""
+    import dataclasses
+
+    from landuse.config import PrivacyConfig
+    from landuse.report.html import build_report
+
+    withheld = build_report(city).read_text()
+    assert REJECT_MARKER not in withheld and "Raw rejected rows are not shown (privacy.share_raw: false)" in withheld
+    shared = build_report(dataclasses.replace(city, privacy=PrivacyConfig(share_raw=True))).read_text()
+    assert "Sample rejected rows (privacy.share_raw: true)" in shared and REJECT_MARKER in shared
+    assert TRIP_MARKER not in shared  # kept trips are never shown, only rejected rows

@@ -545,6 +545,41 @@ def _run_record(path: Path) -> dict:
     return {"run_id": record.get("run_id"), "fingerprint": record.get("fingerprint"), "model": model}
 
 
+REJECT_SAMPLE_ROWS = 5  # rejected rows shown per source when privacy.share_raw is true
+
+
+def reject_samples(config: Config, sources: Sequence[str]) -> list[str]:
+    """With ``privacy.share_raw``: the first rejected rows of each source (reason and raw row), read
+    from ``tables/rejects/<source>/``; without it, one sentence saying they are withheld."""
+    if not sources:
+        return []
+    if not config.privacy.share_raw:
+        return [para("Raw rejected rows are not shown (privacy.share_raw: false); read them in "
+                     "tables/rejects/<source>/ or set privacy.share_raw: true.")]
+    from landuse.spark.io import table_path
+    from landuse.spark.schemas import RAW, T_REJECTS
+    import pyarrow.parquet as pq
+
+    from landuse.storage import arrow_filesystem, parquet_files
+
+    rows = []
+    for source in sources:
+        files = parquet_files(table_path(config, f"{T_REJECTS}/{source}")) if source else []
+        if not files:
+            continue
+        filesystem, name = arrow_filesystem(files[0])
+        # one small batch of the first part: a bounded read, never the whole rejects table
+        batch = next(pq.ParquetFile(name, filesystem=filesystem).iter_batches(batch_size=REJECT_SAMPLE_ROWS), None)
+        if batch is None:
+            continue
+        head = batch.to_pandas()
+        rows += [{"source": source, "reason": r.get("reason", "?"), "raw row": str(r.get(RAW, ""))[:300]}
+                 for r in head.to_dict("records")]
+    if not rows:
+        return []
+    return ["<h3>Sample rejected rows (privacy.share_raw: true)</h3>", table_html(pd.DataFrame(rows))]
+
+
 def data_section(page: Page, config: Config, regions: "gpd.GeoDataFrame") -> None:
     """Rows in / kept / rejected per source, join coverage, modality coverage, from the manifests."""
     tables = config.tables_dir
@@ -570,6 +605,7 @@ def data_section(page: Page, config: Config, regions: "gpd.GeoDataFrame") -> Non
         parts += ["<h3>Ingest: rows in / kept / rejected per source</h3>", table_html(pd.DataFrame(rows)),
                   para("Rows as read (an aggregated OD row may carry several trips); rejected rows are under "
                        "tables/rejects/<source>/ with their reason.")]
+        parts += reject_samples(config, [str(e.get("source", "")) for e in ingest if int(e.get("rejected", 0) or 0)])
 
     flows = (manifests["flows"] or {}).get("flows") or {}
     if flows:
