@@ -230,7 +230,7 @@ def test_an_output_holding_the_work_dir_is_refused(tmp_path: Path) -> None:
     city = tmp_path / "all"
     config = Config(name="t", work_dir=city / "work", synth=SynthConfig(enabled=True, dir=city))
     stage = Stage(name="synth", description="", run=no_spark(lambda ctx: None), outputs=lambda c: {"synth": c.synth.dir})
-    with pytest.raises(UnsafeOutputError, match=f"output synth \({city}\) contains work_dir"):
+    with pytest.raises(UnsafeOutputError, match=rf"output synth \({city}\) contains work_dir"):
         run_stage(stage, config)
 
 

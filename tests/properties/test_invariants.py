@@ -14,8 +14,6 @@ patched into the module is what the property exercises.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-import pytest
 import shapely
 import torch
 from hypothesis import HealthCheck, given, settings

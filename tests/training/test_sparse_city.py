@@ -291,7 +291,7 @@ def write_footprints(root: Path) -> Path:
     shapes, heights = [], []
     for _, block in blocks.iterrows():
         x0, y0, _, _ = block.geometry.bounds
-        for kind, count, size, height in (("res", int(12 * block["lu_res"]), 12, 9), ("com", int(4 * block["lu_com"]), 40, 60)):
+        for _kind, count, size, height in (("res", int(12 * block["lu_res"]), 12, 9), ("com", int(4 * block["lu_com"]), 40, 60)):
             for _ in range(count):
                 x, y = x0 + rng.uniform(5, CELL - size - 5), y0 + rng.uniform(5, CELL - size - 5)
                 shapes.append(shapely.box(x, y, x + size, y + size * rng.uniform(0.6, 1.0)))

@@ -577,7 +577,9 @@ def random_walks(
     step = None
     if method == "searchsorted":
         cum_key = graph.cumprobs + graph.edge_rows  # row r occupies (r, r+1]: one sorted array for all rows
-        step = lambda pos, u: _searchsorted_step(graph, cum_key, pos, u)
+
+        def step(pos: np.ndarray, u: np.ndarray) -> np.ndarray:
+            return _searchsorted_step(graph, cum_key, pos, u)
     return walk_ids(tables, pos, keys, walk_length, p, q, step=step).T
 
 

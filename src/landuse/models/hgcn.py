@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from landuse.constants import ALL_VARIANTS, HGCN_VARIANTS, SAGE_VARIANTS
+from landuse.constants import ALL_VARIANTS, SAGE_VARIANTS
 
 __all__ = ["BoundHGCN", "DEFAULT_HEAD_DIMS", "EnsembleHGCN", "HEADS", "HGCN", "OPERATORS", "Operator", "VARIANTS",
            "sparse_mm"]

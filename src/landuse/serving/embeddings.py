@@ -49,7 +49,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
 import threading

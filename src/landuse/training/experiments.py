@@ -29,12 +29,11 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from landuse.config import Config, ConfigError, fusion_features
 from landuse.constants import MANIFEST_FILE, MODALITIES, MODALITY_CODES
 from landuse.data.reader import GraphData
-from landuse.training.protocol import METRICS, SplitRun, build_operators, feature_matrix, run_protocol, summarise
+from landuse.training.protocol import METRICS, SplitRun, feature_matrix, run_protocol, summarise
 
 from landuse.constants import HGCN
 from landuse.training.protocol import OPERATOR_EDGES, needed_operators
