@@ -48,6 +48,7 @@ TASKS = {
     "fusion": "the fusion ablation M_P, M_PI, M_PIG, M_PIGF, tracked in MLflow",
     "tune": "model selection on validation KL (tune:), best retrained once, test reported, registered",
     "predict": "per-region predicted distributions, dominant class, entropy (--model URI)",
+    "serve": "REST scoring server (mlflow models serve) for a registered model, from a sha256-verified copy (--model, --port)",
     "score": "batch scoring on Spark (spark_udf): a region table -> tables/predictions_batch (--model, --input, --output)",
     "monitor": "planned vs actual: flag regions whose predicted use departs from inputs.planned",
     "benchmark-embeddings": "region embeddings vs baselines vs published MVURE/MGFN/HREP/HAFusion (NYC mh-180) "

@@ -4,7 +4,7 @@ On the tiny polygons+POIs city of ``tests/training/test_sparse_city.py``: ``land
 ``landuse run train`` of a model that needs adjacency AND distance-decay edges and the ``labels``
 column (GCN_dd with label and spatial lags), then ``landuse run predict``. Then:
 
-* ``mlflow models serve`` (a subprocess, local env) answers ``/invocations`` with the region table
+* ``landuse run serve`` (a subprocess: the artifacts verified, then ``mlflow models serve``, local env) answers ``/invocations`` with the region table
   as ``dataframe_records`` exactly as ``landuse run predict`` scored it (1e-6, same region ids), and
   refuses a table of the wrong feature width with HTTP 400 and the model's one-line message;
 * the region table built on Spark equals the driver's; ``landuse run score`` (``spark_udf``, one
@@ -86,14 +86,15 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(city, tmp_path_factory):
     """The base URL of ``mlflow models serve`` for the champion; the server's process group is killed after."""
-    _, config, _ = city
+    path, config, _ = city
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     # the CLI execs `uvicorn` through bash: the venv's bin must be on PATH, or it exits 127
     env = {**os.environ, **TELEMETRY, "MLFLOW_TRACKING_URI": config.mlflow_uri, "MLFLOW_REGISTRY_URI": config.mlflow_uri,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", MODEL, "--env-manager", "local",
-           "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]
+    # `landuse run serve`: the registered version's artifacts verified (sha256, loader), then MLflow's server
+    cmd = [sys.executable, "-m", "landuse.cli", "run", "serve", "--config", str(path), "--model", MODEL,
+           "--port", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
