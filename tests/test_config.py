@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,21 @@ def test_secrets_are_redacted_in_resolved_config_and_mlflow_params(tmp_path: Pat
     # what the session and the filesystems are given keeps the real values
     assert dict(config.spark.conf) == {**secrets, "spark.jars.packages": "org.example:kept:1.0"}
     assert fsspec_options("s3", config.storage)["secret"] == "S3CR3T-fs"
+
+
+@pytest.mark.parametrize("name", ["../../../victim", '"><img src=x>', ".hidden", "a/b", "x" * 65])
+def test_unsafe_source_names_are_refused_in_one_line(tmp_path: Path, name: str) -> None:
+    """Source names become paths (tables/rejects/<source>) and MLflow names: only a safe character set."""
+    path = write(tmp_path / "bad.yaml", "name: x\ninputs:\n  trips:\n    " + json.dumps(name)
+                 + ": {adapter: citibike, path: trips.csv}\n")
+    proc = subprocess.run([sys.executable, "-m", "landuse.cli", "config", "--config", str(path)],
+                          capture_output=True, text=True)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: inputs.trips: name ") and "is not allowed" in lines[0]
+
+
+def test_safe_source_names_pass() -> None:
+    from landuse.config import is_safe_name
+
+    assert all(is_safe_name(n) for n in ("taxi_od", "yellow_2015-07", "bike.v2", "A1"))
