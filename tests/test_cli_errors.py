@@ -470,8 +470,11 @@ def test_sigterm_handler_ends_nested_runs_killed(tmp_path: Path) -> None:
     before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
+        # an experiment of this store (the process may still hold another store's active experiment id)
+        experiment_id = mlflow.create_experiment("sigterm")
         with pytest.raises(SystemExit) as exit_info, runs_killed_on_sigterm():
-            with mlflow.start_run() as parent, mlflow.start_run(nested=True) as child:
+            with mlflow.start_run(experiment_id=experiment_id) as parent, \
+                    mlflow.start_run(nested=True, experiment_id=experiment_id) as child:
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(5)  # the handler raises here
         assert exit_info.value.code == SIGTERM_EXIT
