@@ -187,3 +187,18 @@ def test_safe_source_names_pass() -> None:
     from landuse.config import is_safe_name
 
     assert all(is_safe_name(n) for n in ("taxi_od", "yellow_2015-07", "bike.v2", "A1"))
+
+
+def test_float_keys_take_scientific_notation_and_override_items_round_trip(repo_root, tmp_path) -> None:
+    from landuse.config import _parse_override, override_item
+
+    # YAML 1.1 reads 1e-5 (no dot) as a string; a float key takes it as the number
+    config = load_config(repo_root / "conf/synthetic_london.yaml",
+                         ["training.lr=1e-5", "pretrain.lr=2E-3", f"work_dir={tmp_path}"], check_inputs=False)
+    assert config.training.lr == 1e-5 and config.pretrain.lr == 2e-3
+    with pytest.raises(ConfigError, match="training.lr: expected a number"):
+        load_config(repo_root / "conf/synthetic_london.yaml", ["training.lr=1e-x"], check_inputs=False)
+    for value in (1e-5, 1e16, 0.001, 3.0, 7, True, None, "a \"quoted\" ünï", {"0": "red", "1": [1, 2.5e-7]},
+                  (0.1, 0.3), "", "/tmp/x y.pt"):
+        key, parsed = _parse_override(override_item("k", value))
+        assert key == "k" and parsed == (list(value) if isinstance(value, tuple) else value), value

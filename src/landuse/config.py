@@ -463,6 +463,89 @@ def training_overrides(option: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """``landuse run pretrain``: MMGR-style image-encoder pretraining (NT-Xent image-image + image-POI) -> image_embeddings.
+
+    Each of the command's flags sets one key (``--epochs 5`` is ``pretrain.epochs=5``).
+    """
+
+    encoder: Literal["smallcnn", "resnet50", "vit"] = "smallcnn"  # image encoder (smallcnn for CPU; resnet50 / vit for GPU)
+    encoder_args: Mapping[str, Any] = field(default_factory=_frozen_empty)  # architecture arguments, e.g. {width: 64} or {layers: [1, 1, 1, 1], small_input: true}
+    epochs: int = 10  # pretraining epochs; a rerun with more epochs resumes from the latest checkpoint
+    batch_size: int = 64  # tiles per batch (each tile's negatives are the batch's other tiles)
+    lr: float = 1e-3  # Adam learning rate
+    tau: float = 0.5  # NT-Xent temperature
+    w_intra: float = 0.5  # weight of the image-image NT-Xent
+    w_inter: float = 0.5  # weight of the image-POI NT-Xent
+    crop_min: float = 0.5  # smallest random-resized-crop area fraction, in (0, 1]
+    jitter_gain: float = 0.05  # band-wise gain jitter 1 ± U(gain), in [0, 1)
+    jitter_offset: float = 0.1  # band-wise offset jitter, in band stds
+    band_dropout: float = 0.1  # probability a band is dropped (set to its mean)
+    poi_pooling: Literal["set2set", "attention"] = "set2set"  # pooling of a tile's POI set into one vector
+    poi_level: Optional[int] = None  # POI category level of the tokens (1..3); null: embeddings.poi.level
+    seed: Optional[int] = None  # seed of the pretraining; null: the config's seed
+    device: str = "cpu"  # torch device (cpu, cuda, cuda:1, ...)
+    checkpoint_dir: Optional[Path] = None  # per-epoch checkpoints, a rerun resumes from the latest; null: <work_dir>/checkpoints/pretrain (storage.local_dir's with a URI work dir)
+    external: Optional[Path] = None  # an encoder state_dict to use instead of pretraining (needs band_map)
+    band_map: Optional[Mapping[str, Any]] = None  # with external: encoder channel -> raster band role or 0-based index, e.g. {"0": red, "1": green, "2": blue}
+    track: bool = True  # log the run to MLflow (--no-track sets false)
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if self.epochs < 0:
+            problems.append(("epochs", "must be >= 0"))
+        if self.batch_size < 1:
+            problems.append(("batch_size", "must be >= 1"))
+        problems += [(k, "must be > 0") for k in ("lr", "tau") if getattr(self, k) <= 0]
+        problems += [(k, "must be >= 0") for k in ("w_intra", "w_inter") if getattr(self, k) < 0]
+        if self.w_intra == 0 and self.w_inter == 0:
+            problems.append(("w_inter", "w_intra and w_inter must not both be 0"))
+        # the augmentation's own checks (landuse.data.augment), here so they fail before any work
+        if not 0 < self.crop_min <= 1:
+            problems.append(("crop_min", f"must be in (0, 1], got {self.crop_min}"))
+        if not 0 <= self.jitter_gain < 1:
+            problems.append(("jitter_gain", f"must be in [0, 1), got {self.jitter_gain}"))
+        if self.jitter_offset < 0:
+            problems.append(("jitter_offset", f"must be >= 0, got {self.jitter_offset}"))
+        if not 0 <= self.band_dropout <= 1:
+            problems.append(("band_dropout", f"must be a probability in [0, 1], got {self.band_dropout}"))
+        if self.poi_level is not None and not 1 <= self.poi_level <= 3:
+            problems.append(("poi_level", "must be 1, 2 or 3 (or null: embeddings.poi.level)"))
+        if (self.external is None) != (self.band_map is None):
+            problems.append(("external" if self.external is None else "band_map",
+                             "external and band_map go together: set both or neither"))
+        return problems
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """``landuse run transfer``: pretrain training.variant on a source city, fine-tune it on this (the target) config.
+
+    Each of the command's flags sets one key (``--splits 3`` is ``transfer.splits=3``).
+    """
+
+    source_config: tuple[Path, ...] = ()  # the source city's config file(s), layered in order; required by `landuse run transfer`
+    source_set: tuple[str, ...] = ()  # key=value overrides of the source config, e.g. [work_dir=work/src]
+    fractions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)  # target training fractions, each in (0, 0.95)
+    splits: Optional[int] = None  # random target splits per fraction; null: training.splits
+    features: tuple[str, ...] = ("image", "geo")  # node-feature modalities comparable across cities (poi / flow embeddings are trained per city and do not line up)
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        for item in self.source_set:
+            key, sep, _ = item.partition("=")
+            if not sep or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
+                problems.append(("source_set", f"{item!r}: expected key=value, e.g. work_dir=work/source"))
+        if not self.fractions or any(not 0 < f < 0.95 for f in self.fractions):
+            problems.append(("fractions", f"expected a non-empty list of fractions in (0, 0.95), got {list(self.fractions)}"))
+        if self.splits is not None and self.splits <= 0:
+            problems.append(("splits", "must be > 0 (or null: training.splits)"))
+        if not self.features or len(set(self.features)) != len(self.features):
+            problems.append(("features", "expected a non-empty list of distinct modalities"))
+        return problems
+
+
+@dataclass(frozen=True)
 class MonitoringConfig:
     """Planned-vs-actual monitoring: flag regions whose predicted use departs from the plan."""
 
@@ -610,6 +693,8 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
@@ -918,6 +1003,40 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+def override_item(key: str, value: Any) -> str:
+    """``key=value`` text that :func:`load_config` reads back as ``value`` (how CLI flags become overrides)."""
+    return f"{key}={_yaml_text(value)}"
+
+
+def _yaml_text(value: Any) -> str:
+    """``value`` (None, bool, number, string, path, list, mapping) as one line of YAML flow syntax."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return ".nan"
+        if value in (float("inf"), float("-inf")):
+            return ".inf" if value > 0 else "-.inf"
+        # YAML 1.1 reads 1e-05 as a string: its floats need a dot in the mantissa and a signed exponent
+        mantissa, e, exponent = repr(value).partition("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        if e and exponent[0] not in "+-":
+            exponent = "+" + exponent
+        return mantissa + (f"e{exponent}" if e else "")
+    if isinstance(value, (str, Path)):
+        return json.dumps(str(value))  # a JSON string is a YAML double-quoted scalar
+    if isinstance(value, collections.abc.Mapping):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {_yaml_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_text(v) for v in value) + "]"
+    raise TypeError(f"no YAML text for {type(value).__name__} {value!r}")
+
+
 def _nest(keys: list[str], value: Any) -> dict[str, Any]:
     out: Any = value
     for key in reversed(keys):
@@ -1001,6 +1120,9 @@ def _build(cls: type, data: Any, origin: str, prefix: str) -> Any:
     return obj
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _convert(tp: Any, value: Any, origin: str, key: str) -> Any:
     origin_tp = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -1039,6 +1161,8 @@ def _convert(tp: Any, value: Any, origin: str, key: str) -> Any:
             raise ConfigError(f"{origin}: {key}: expected an integer, got {_show(value)}")
         return value
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string; it means the number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{origin}: {key}: expected a number, got {_show(value)}")
         return float(value)

@@ -189,6 +189,7 @@ def test_pretrain_command_resumes_and_feeds_assemble(synthetic_run, repo_root: P
 
     from landuse.entrypoints.pretrain import main as pretrain_main
     from landuse.runner import run_pipeline
+    from landuse.training.image_embeddings import PRETRAIN_CONFIG_KEYS
 
     profile, base, _ = synthetic_run
     conf = str(repo_root / f"conf/synthetic_{profile}.yaml")
@@ -204,7 +205,11 @@ def test_pretrain_command_resumes_and_feeds_assemble(synthetic_run, repo_root: P
     assert pretrain_main([*common, "--epochs", "4", "--jitter-gain", "0.2"]) == 2
     assert "other settings" in capsys.readouterr().err
     assert pretrain_main([*common, "--band-dropout", "1.5"]) == 2
-    assert "band_dropout 1.5 must be a probability" in capsys.readouterr().err
+    assert "pretrain.band_dropout: must be a probability in [0, 1], got 1.5" in capsys.readouterr().err
+    # the manifest records the hash of the settings that wrote it (flags are pretrain.* overrides)
+    ran = load_config(conf, overrides + ["mlflow.experiment=pretrain-e2e", "pretrain.batch_size=16", "pretrain.epochs=3"])
+    manifest = read_manifest(base.tables_dir / "image_embeddings")
+    assert manifest["config_hash"] == ran.section_hash(*PRETRAIN_CONFIG_KEYS)
 
     emb = table(base, "image_embeddings")
     assert sorted(emb["region_id"]) == sorted(table(base, "regions")["region_id"])
@@ -222,6 +227,12 @@ def test_pretrain_command_resumes_and_feeds_assemble(synthetic_run, repo_root: P
 
     graph = load_graph(encoder_config.tables_dir, classes=list(encoder_config.labels.classes), edges=())
     assert graph.features["image"].shape[1] == 64
+    assert run_pipeline(encoder_config, STAGES, only=["assemble"])[-1].status == "unchanged"
+    # a changed pretrain setting: the next pretrain writes another config_hash, and assemble reruns
+    assert pretrain_main([*common, "--epochs", "1", "--lr", "0.01", "--checkpoint-dir",
+                          str(base.work_dir / "checkpoints" / "pretrain-lr"), "--no-track"]) == 0
+    assert read_manifest(base.tables_dir / "image_embeddings")["config_hash"] != manifest["config_hash"]
+    assert run_pipeline(encoder_config, STAGES, only=["assemble"])[-1].status == "ran"
     run_pipeline(base, STAGES, only=["assemble"])  # back to band statistics for the tests below
 
 

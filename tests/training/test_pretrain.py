@@ -161,3 +161,122 @@ def test_token_batch() -> None:
     # POIs -> tiles (the former tiles_of_pixels) is covered against Spark in test_patches_spark.py
     tokens, index = token_batch([[2, 3], [], [1]])
     assert tokens.tolist() == [2, 3, 1] and index.tolist() == [0, 0, 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# settings: the config's `pretrain` section; the command's flags are overrides of its keys
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pretrain_defaults_are_the_former_flag_defaults_and_every_key_has_a_flag() -> None:
+    from dataclasses import fields
+
+    from landuse.config import PretrainConfig
+    from landuse.entrypoints.pretrain import SETTINGS, build_parser
+
+    cfg = PretrainConfig()
+    assert (cfg.encoder, cfg.epochs, cfg.batch_size, cfg.lr, cfg.tau, cfg.w_intra, cfg.w_inter) == \
+        ("smallcnn", 10, 64, 1e-3, 0.5, 0.5, 0.5)
+    assert (cfg.crop_min, cfg.jitter_gain, cfg.jitter_offset, cfg.band_dropout, cfg.poi_pooling, cfg.device) == \
+        (0.5, 0.05, 0.1, 0.1, "set2set", "cpu")
+    assert cfg.poi_level is cfg.seed is cfg.checkpoint_dir is cfg.external is cfg.band_map is None
+    assert dict(cfg.encoder_args) == {} and cfg.track
+    dests = {a.dest for a in build_parser()._actions} - {"help", "config", "force", "overrides"}
+    assert dests == set(SETTINGS) == {f.name for f in fields(PretrainConfig)}
+    # no flag given: no override, the config files' values stand
+    assert all(getattr(build_parser().parse_args(["--config", "x.yaml"]), key) is None for key in SETTINGS)
+
+
+def test_pretrain_flags_equal_key_value_overrides(repo_root, tmp_path) -> None:
+    from landuse.config import load_config
+    from landuse.entrypoints.pretrain import build_parser, settings_overrides
+
+    conf = str(repo_root / "conf/synthetic_london.yaml")
+    args = build_parser().parse_args([
+        "--config", conf, "--encoder", "resnet50", "--encoder-args", '{"layers": [1, 1, 1, 1], "small_input": true}',
+        "--epochs", "5", "--batch-size", "16", "--lr", "1e-5", "--tau", "0.2", "--w-intra", "0.3", "--w-inter", "0.7",
+        "--crop-min", "0.4", "--jitter-gain", "0.2", "--jitter-offset", "0.05", "--band-dropout", "0.25",
+        "--poi-pooling", "attention", "--poi-level", "2", "--seed", "7", "--device", "cuda",
+        "--checkpoint-dir", str(tmp_path / "ck"), "--external", str(tmp_path / "enc.pt"),
+        "--band-map", '{"0": "red", "1": 2}', "--no-track", f"work_dir={tmp_path}"])
+    keys = ["pretrain.encoder=resnet50", "pretrain.encoder_args={layers: [1, 1, 1, 1], small_input: true}",
+            "pretrain.epochs=5", "pretrain.batch_size=16", "pretrain.lr=1e-5", "pretrain.tau=0.2",
+            "pretrain.w_intra=0.3", "pretrain.w_inter=0.7", "pretrain.crop_min=0.4", "pretrain.jitter_gain=0.2",
+            "pretrain.jitter_offset=0.05", "pretrain.band_dropout=0.25", "pretrain.poi_pooling=attention",
+            "pretrain.poi_level=2", "pretrain.seed=7", "pretrain.device=cuda", f"pretrain.checkpoint_dir={tmp_path}/ck",
+            f"pretrain.external={tmp_path}/enc.pt", 'pretrain.band_map={"0": red, "1": 2}', "pretrain.track=false",
+            f"work_dir={tmp_path}"]
+    by_flags = load_config(conf, settings_overrides(args) + args.overrides, check_inputs=False)
+    by_keys = load_config(conf, keys, check_inputs=False)
+    assert by_flags.to_dict() == by_keys.to_dict()
+    assert by_flags.pretrain.lr == 1e-5 and dict(by_flags.pretrain.band_map) == {"0": "red", "1": 2}
+    assert dict(by_flags.pretrain.encoder_args) == {"layers": [1, 1, 1, 1], "small_input": True}
+    assert by_flags.to_dict()["pretrain"] != load_config(conf, [f"work_dir={tmp_path}"], check_inputs=False).to_dict()["pretrain"]
+    # a trailing key=value wins over the flag
+    args = build_parser().parse_args(["--config", conf, "--epochs", "5", "pretrain.epochs=6"])
+    assert load_config(conf, settings_overrides(args) + args.overrides, check_inputs=False).pretrain.epochs == 6
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--epochs", "-1"], "pretrain.epochs: must be >= 0"),
+    (["pretrain.epochs=many"], "pretrain.epochs: expected an integer"),
+    (["--band-dropout", "1.5"], "pretrain.band_dropout: must be a probability in [0, 1], got 1.5"),
+    (["--crop-min", "0"], "pretrain.crop_min: must be in (0, 1]"),
+    (["--w-intra", "0", "--w-inter", "0"], "pretrain.w_inter: w_intra and w_inter must not both be 0"),
+    (["--poi-level", "4"], "pretrain.poi_level: must be 1, 2 or 3"),
+    (["--external", "enc.pt"], "pretrain.band_map: external and band_map go together"),
+    (["pretrain.encoder=vgg"], "pretrain.encoder: 'vgg' is not one of smallcnn, resnet50, vit"),
+    (["--encoder-args", "{width: 3"], "--encoder-args: not JSON"),
+    (["pretrain.encoder_args=3"], "pretrain.encoder_args: expected a mapping"),
+])
+def test_bad_pretrain_setting_is_a_one_line_error_naming_the_key(repo_root, tmp_path, capsys, argv, expected) -> None:
+    from landuse.entrypoints.pretrain import main
+
+    code = main(["--config", str(repo_root / "conf/synthetic_london.yaml"), f"work_dir={tmp_path}", *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err and expected in err, err
+
+
+def test_resolved_config_json_holds_the_pretrain_and_transfer_sections(repo_root, tmp_path) -> None:
+    import json
+
+    from landuse.entrypoints.common import load_from_args
+    from landuse.entrypoints.pretrain import build_parser, settings_overrides
+
+    args = build_parser().parse_args(["--config", str(repo_root / "conf/synthetic_london.yaml"), "--epochs", "5",
+                                      "--no-track", f"work_dir={tmp_path}", "pretrain.lr=0.01"])
+    load_from_args(args, settings_overrides(args))
+    resolved = json.loads((tmp_path / "resolved_config.json").read_text())
+    assert resolved["pretrain"]["epochs"] == 5 and resolved["pretrain"]["lr"] == 0.01
+    assert resolved["pretrain"]["track"] is False and resolved["pretrain"]["batch_size"] == 64
+    assert resolved["transfer"]["fractions"] == [0.1, 0.3, 0.5, 0.7, 0.9] and resolved["transfer"]["source_config"] == []
+
+
+def test_pretrain_settings_change_the_image_embeddings_config_hash(repo_root, tmp_path) -> None:
+    """The manifest records the hash of PRETRAIN_CONFIG_KEYS; assemble (encoder H_img) hashes that manifest."""
+    from landuse.config import load_config
+    from landuse.manifest import HashCache
+    from landuse.stages.assemble import inputs
+    from landuse.training.image_embeddings import PRETRAIN_CONFIG_KEYS
+
+    def config(*overrides: str):
+        return load_config(repo_root / "conf/synthetic_london.yaml",
+                           [f"work_dir={tmp_path}", "embeddings.image.source=encoder", *overrides], check_inputs=False)
+
+    def digest(cfg) -> str:
+        return cfg.section_hash(*PRETRAIN_CONFIG_KEYS)
+
+    base = config()
+    for changed in ("pretrain.lr=0.01", "pretrain.epochs=11", "pretrain.band_dropout=0.2", "seed=7",
+                    "embeddings.poi.level=2", "pretrain.encoder_args={width: 32}"):
+        assert digest(config(changed)) != digest(base), changed
+    for unrelated in ("training.lr=0.01", "assemble.shard_rows=8192"):
+        assert digest(config(unrelated)) == digest(base), unrelated
+    # same table, manifests that differ only in config_hash: assemble's input hash differs
+    table = pool_regions(np.array([1]), np.array([0]), np.array([1.0]), np.array([1.0]), np.ones((1, 2)))
+    (manifest,) = inputs(base)
+    hashes = []
+    for cfg in (base, config("pretrain.lr=0.01")):
+        write_image_embeddings(table, manifest.parent, {"config_hash": digest(cfg), "created": "fixed"})
+        hashes.append(HashCache(tmp_path / "hashes.json").path_hash(manifest))
+    assert hashes[0] != hashes[1]

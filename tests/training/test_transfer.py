@@ -176,8 +176,73 @@ def test_entry_point_writes_table_plot_and_mlflow(tmp_path, repo_root, monkeypat
     assert sorted(m.step for m in history) == [20, 60]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"transfer.csv", "transfer.md", "transfer_splits.csv", "transfer_kl.png", "source_config.json"} <= artifacts
-    # a feature the tables lack is a one-line user error
-    code = main(["--config", "conf/synthetic_london.yaml", "--source-config", "conf/synthetic_shenzhen.yaml",
-                 "--source-set", f"work_dir={tmp_path}/src", "--features", "image,poi", f"work_dir={tmp_path}/tgt",
-                 f"mlflow.tracking_uri={uri}"])
+    assert run.data.params["transfer.fractions"] == "[0.2, 0.6]" and run.data.params["transfer.splits"] == "2"
+    # a feature the tables lack is a one-line user error (the settings as keys instead of flags)
+    code = main(["--config", "conf/synthetic_london.yaml", "transfer.source_config=[conf/synthetic_shenzhen.yaml]",
+                 f"transfer.source_set=[work_dir={tmp_path}/src]", "transfer.features=[image, poi]",
+                 f"work_dir={tmp_path}/tgt", f"mlflow.tracking_uri={uri}"])
     assert code == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# settings: the target config's `transfer` section; the command's flags are overrides of its keys
+# ---------------------------------------------------------------------------------------------
+
+
+def test_transfer_flags_equal_key_value_overrides(repo_root) -> None:
+    from landuse.config import TransferConfig
+    from landuse.entrypoints.common import flag_overrides
+    from landuse.entrypoints.transfer import SETTINGS, build_parser
+
+    assert TransferConfig().fractions == (0.1, 0.3, 0.5, 0.7, 0.9) and TransferConfig().features == ("image", "geo")
+    assert TransferConfig().splits is None and TransferConfig().source_config == ()
+    parser = build_parser()
+    assert {a.dest for a in parser._actions} - {"help", "config", "overrides"} == set(SETTINGS)
+    conf = str(repo_root / "conf/synthetic_london.yaml")
+    args = parser.parse_args(["--config", conf, "--source-config", "conf/synthetic_shenzhen.yaml",
+                              "--source-config", "conf/extra.yaml", "--source-set", "work_dir=work/src",
+                              "--source-set", "training.epochs=10", "--fractions", "0.2,0.6", "--splits", "2",
+                              "--features", "image,poi_text", "seed=3"])
+    by_flags = load_config(conf, flag_overrides(args, "transfer", SETTINGS) + args.overrides, check_inputs=False)
+    by_keys = load_config(conf, ["transfer.source_config=[conf/synthetic_shenzhen.yaml, conf/extra.yaml]",
+                                 "transfer.source_set=[work_dir=work/src, training.epochs=10]",
+                                 "transfer.fractions=[0.2, 0.6]", "transfer.splits=2",
+                                 "transfer.features=[image, poi_text]", "seed=3"], check_inputs=False)
+    assert by_flags.to_dict() == by_keys.to_dict()
+    assert by_flags.transfer.fractions == (0.2, 0.6) and by_flags.transfer.source_set[1] == "training.epochs=10"
+    assert flag_overrides(parser.parse_args(["--config", conf]), "transfer", SETTINGS) == []
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--splits", "0"], "transfer.splits: must be > 0"),
+    (["transfer.fractions=[0.5, 0.99]"], "transfer.fractions: expected a non-empty list of fractions in (0, 0.95)"),
+    (["transfer.features=[]"], "transfer.features: expected a non-empty list"),
+    (["--source-set", "epochs"], "transfer.source_set: 'epochs': expected key=value"),
+    (["transfer.source_config=[]"], "transfer.source_config: required"),
+])
+def test_bad_transfer_setting_is_a_one_line_error_naming_the_key(repo_root, tmp_path, monkeypatch, capsys,
+                                                                 argv, expected) -> None:
+    from landuse.entrypoints.transfer import main
+
+    monkeypatch.chdir(repo_root)
+    code = main(["--config", "conf/synthetic_london.yaml", "--source-config", "conf/synthetic_shenzhen.yaml",
+                 *argv, f"work_dir={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err and expected in err, err
+
+
+def test_transfer_writes_its_settings_into_resolved_config(repo_root, tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    from landuse.entrypoints.transfer import main
+
+    monkeypatch.chdir(repo_root)
+    # the source config comes from the target's transfer section; no tables: a one-line error after the write
+    code = main(["--config", "conf/synthetic_london.yaml", "--fractions", "0.2", f"work_dir={tmp_path}",
+                 "transfer.source_config=[conf/synthetic_shenzhen.yaml]", f"transfer.source_set=[work_dir={tmp_path}/src]"])
+    assert code == 2 and "node_features" in capsys.readouterr().err
+    resolved = json.loads((tmp_path / "resolved_config.json").read_text())
+    assert resolved["transfer"] == {"source_config": ["conf/synthetic_shenzhen.yaml"],
+                                    "source_set": [f"work_dir={tmp_path}/src"], "fractions": [0.2], "splits": None,
+                                    "features": ["image", "geo"]}
+    assert resolved["pretrain"]["epochs"] == 10

@@ -10,9 +10,9 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
-from landuse.config import Config, ConfigError, iter_input_paths, load_config
+from landuse.config import Config, ConfigError, iter_input_paths, load_config, override_item
 from landuse.errors import CorruptInputError
 from landuse.logs import setup_logging
 from landuse.spark.session import SessionError, disable_telemetry
@@ -34,9 +34,22 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=7")
 
 
-def load_from_args(args: argparse.Namespace) -> Config:
-    """Load the config named by parsed args, set up logging, record the resolved config."""
-    config = load_config(args.config, args.overrides)
+def flag_overrides(args: argparse.Namespace, section: str, keys: Iterable[str]) -> list[str]:
+    """``section.key=value`` overrides for the flags given on the command line.
+
+    A settings flag's ``dest`` is its config key and its argparse default is None (not given), so
+    the config files' values stand unless a flag is passed: ``--epochs 5`` is ``pretrain.epochs=5``.
+    """
+    return [override_item(f"{section}.{key}", getattr(args, key)) for key in keys if getattr(args, key, None) is not None]
+
+
+def load_from_args(args: argparse.Namespace, flags: Sequence[str] = ()) -> Config:
+    """Load the config named by parsed args, set up logging, record the resolved config.
+
+    ``flags``: overrides from settings flags (see :func:`flag_overrides`), applied before the
+    trailing ``key=value`` overrides, so an explicit ``key=value`` wins over a flag.
+    """
+    config = load_config(args.config, [*flags, *args.overrides])
     _CURRENT["config"] = config
     setup_logging(config.log_level)
     config.work_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,9 @@ from landuse.models.encoders import ImageEncoder
 
 log = logging.getLogger(__name__)
 T_IMAGE_EMBEDDINGS = "image_embeddings"
+# The config that determines the table (pretrain.seed / poi_level default to seed /
+# embeddings.poi.level); its section hash is the manifest's config_hash.
+PRETRAIN_CONFIG_KEYS: tuple[str, ...] = ("seed", "embeddings.poi.level", "pretrain")
 REGION_ID, VECTOR, N_PIXELS, COVERAGE, HAS_IMAGE = "region_id", "vector", "n_pixels", "coverage", "has_image"
 
 

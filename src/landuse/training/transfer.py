@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from landuse.config import Config, ConfigError, TrainingConfig
+from landuse.config import Config, ConfigError, TrainingConfig, TransferConfig
 from landuse.data.reader import GraphData
 from landuse.models.hgcn import HGCN
 from landuse.training.protocol import (
@@ -49,8 +49,9 @@ from landuse.training.protocol import (
 from landuse.training.splits import random_splits
 
 log = logging.getLogger(__name__)
-DEFAULT_FEATURES: tuple[str, ...] = ("image", "geo")
-DEFAULT_FRACTIONS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+# the config's defaults (transfer.features, transfer.fractions): one source of truth
+DEFAULT_FEATURES: tuple[str, ...] = TransferConfig().features
+DEFAULT_FRACTIONS: tuple[float, ...] = TransferConfig().fractions
 METHODS = ("scratch", "transfer")
 SOURCE_VAL_FRACTION = 0.1
 NOT_TRANSFERABLE = {"poi": "Doc2Vec is trained per city", "flow": "Word2Vec is trained per city",
@@ -279,11 +280,14 @@ def load_city(config: Config, variant: str, features: Sequence[str]) -> City:
 def transfer_experiment(
     target_config: Config,
     source_config: Config,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fractions: Sequence[float] | None = None,
     splits: int | None = None,
     features: Sequence[str] | None = None,
 ) -> tuple[TransferResult, Path]:
     """Load both cities, run the transfer, write and log (MLflow) the table and plot; returns (result, markdown path).
+
+    ``fractions``, ``splits`` and ``features`` default to the target config's ``transfer`` section
+    (``transfer.splits`` null: ``training.splits``).
 
     Results go to ``<target work_dir>/results/transfer/``; MLflow (the target's tracking URI and
     experiment) gets a run ``transfer:<source>-><target>`` with the table (CSV + Markdown), the
@@ -295,8 +299,13 @@ def transfer_experiment(
     from landuse.training.tracking import flatten, log_config, log_table_artifacts, setup_mlflow
 
     cfg = target_config.training
-    features = tuple(features or DEFAULT_FEATURES)
-    splits = splits or cfg.splits
+    settings = target_config.transfer
+    fractions = tuple(settings.fractions if fractions is None else fractions)
+    features = tuple(features or settings.features)
+    splits = splits or settings.splits or cfg.splits
+    # the logged config (params transfer.*) shows what ran: arguments and training.splits resolved
+    target_config = dataclasses.replace(target_config, transfer=dataclasses.replace(
+        settings, fractions=fractions, splits=splits, features=features))
     for f in fractions:
         val_fraction_for(f)
     source = load_city(source_config, cfg.variant, features)
@@ -310,9 +319,8 @@ def transfer_experiment(
         mlflow.log_dict(source_config.redacted_dict(), "source_config.json")
         mlflow.set_tags({"kind": "transfer", "source": source_config.name, "target": target_config.name,
                          "features": ",".join(features), "variant": cfg.variant, "selection": cfg.selection})
-        mlflow.log_params({"transfer.fractions": ",".join(f"{f:g}" for f in fractions), "transfer.splits": splits,
-                           "transfer.features": ",".join(features),
-                           **{f"source.{k}": v for k, v in flatten({"training": source_config.training.__dict__}).items()}})
+        # transfer.fractions / splits / features are params of log_config (the target's transfer section)
+        mlflow.log_params({f"source.{k}": v for k, v in flatten({"training": source_config.training.__dict__}).items()})
         result = run_transfer(source, target, cfg.variant, features, source_config.training, cfg,
                               fractions, splits, target_config.seed)
         mlflow.set_tag("reinit_head", str(result.reinit_head))
