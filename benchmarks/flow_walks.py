@@ -47,15 +47,17 @@ from landuse.features.walks import (
     PAD,
     FlowGraph,
     _first_order_step,
-    python_adjacency,
-    python_random_walks,
     random_walks,
     spark_walk_corpus,
-    transition_statistics,
     walk_tables,
 )
 from landuse.features.word2vec import concat_text_parts, write_walk_corpus
 from landuse.storage import remove_tree
+
+# The reference walker is test/benchmark code (tests/support): run as a script, the repository root
+# is not on sys.path by itself.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.walk_reference import python_adjacency, python_random_walks, transition_statistics  # noqa: E402
 
 _BLOCK = 1 << 14
 

@@ -18,7 +18,6 @@ from landuse.features.morphology import (
     BUILDING_FEATURES_SCHEMA,
     FEATURE_NAMES,
     HEIGHT_FEATURES,
-    aggregate_regions,
     orientation_entropy,
     region_building_features,
     region_vector,
@@ -27,6 +26,7 @@ from landuse.features.morphology import (
 )
 from landuse.ingest.buildings import buildings_dataframe
 from landuse.spark.schemas import AREA_M2, GEOMETRY, REGION_ID
+from tests.support.small_inputs import aggregate_regions
 
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from landuse.features import poi_tours
-from landuse.features.doc2vec import HAS_POIS, VECTOR, poi_embedding_table, train_poi_embeddings
+from landuse.features.doc2vec import HAS_POIS, VECTOR, poi_embedding_table
 from landuse.features.poi_tours import (
     BELOW_MIN_POIS,
     N_POIS,
@@ -22,6 +23,7 @@ from landuse.features.poi_tours import (
     region_tours,
     token_column,
 )
+from tests.support.small_inputs import train_poi_embeddings
 
 # --- greedy_tour -----------------------------------------------------------------------------------
 
@@ -205,10 +207,10 @@ def test_doc2vec_workers_1_is_deterministic_across_runs_and_hash_seeds() -> None
     assert np.array_equal(np.stack(a[VECTOR]), np.stack(b[VECTOR]))
     # Another process with another PYTHONHASHSEED gives the same bits (no dependence on hash()).
     code = (
-        "import sys, numpy as np; sys.path.insert(0, %r); import test_poi_tours as t; "
-        "from landuse.features.doc2vec import train_poi_embeddings as f; "
+        "import sys, numpy as np; sys.path[:0] = [%r, %r]; import test_poi_tours as t; "
+        "from tests.support.small_inputs import train_poi_embeddings as f; "
         "print(np.stack(f(t._tours(), **t._D2V_ARGS)['vector']).tobytes().hex())"
-    ) % os.path.dirname(__file__)
+    ) % (os.path.dirname(__file__), str(Path(__file__).resolve().parents[2]))
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == np.stack(a[VECTOR]).tobytes().hex()

@@ -8,14 +8,13 @@ import pytest
 from landuse.features.walks import (
     FlowGraph,
     _step_uniforms,
-    alias_probabilities,
     corpus_permutation,
-    python_random_walks,
     random_walks,
-    transition_statistics,
     walk_keys,
 )
-from landuse.features.word2vec import flow_embedding_table, train_flow_embeddings
+from landuse.features.word2vec import flow_embedding_table
+from tests.support.small_inputs import train_flow_embeddings
+from tests.support.walk_reference import alias_probabilities, python_random_walks, transition_statistics
 
 # 4 nodes with non-contiguous ids; 40 has no out-flow (dangling) and 50 is isolated.
 O = np.array([10, 10, 10, 20, 20, 30, 30, 30])

@@ -156,32 +156,6 @@ def doc_vectors(model: Doc2Vec, region_ids: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({REGION_ID: region_ids[order], VECTOR: list(vectors[order])})
 
 
-def train_poi_embeddings(
-    tours: pd.DataFrame,
-    dim: int = 72,
-    window: int = 5,
-    min_count: int = 1,
-    epochs: int = 100,
-    dm: int = 1,
-    workers: int | None = None,
-    seed: int = 42,
-) -> pd.DataFrame:
-    """Doc2Vec vectors per region of a pandas tours frame (tests, small data): (region_id int64,
-    vector list of float32), one row per region with a non-empty token list, sorted by region_id.
-
-    ``tours`` needs region_id and tokens (list of strings); regions with no tokens get no row (see
-    :func:`poi_embedding_table`). Trains exactly as the stage does, from a local corpus file.
-    """
-    with tempfile.TemporaryDirectory(prefix="tours-") as tmp:
-        corpus = Path(tmp) / "tours.txt"
-        ids = write_tour_corpus(tours, corpus)
-        if ids.size == 0:
-            return pd.DataFrame({REGION_ID: pd.Series([], dtype="int64"), VECTOR: pd.Series([], dtype=object)})
-        model = fit_doc2vec(corpus, dim=dim, window=window, min_count=min_count, epochs=epochs, dm=dm,
-                            workers=workers, seed=seed)
-    return doc_vectors(model, ids)
-
-
 @dataclass(frozen=True, eq=False)
 class PoiModel:
     """A fitted Doc2Vec with the region id of each of its documents."""

@@ -266,25 +266,6 @@ def region_vector(
     return out
 
 
-def aggregate_regions(descriptors: pd.DataFrame, region_areas: pd.Series, bins: int, has_height: bool) -> pd.DataFrame:
-    """Driver-side form of the Spark aggregation, for small inputs and tests.
-
-    ``descriptors`` has ``region_id`` and the :data:`DESCRIPTOR_COLUMNS`; ``region_areas`` is the
-    area (m²) indexed by region id. Returns region_id, vector (float32), has_building — one row per
-    region of ``region_areas``, in its order (zero vector and False where no building).
-    """
-    inside = descriptors[descriptors[REGION_ID].isin(region_areas.index)]
-    inside = inside.assign(**{AREA_M2: inside[REGION_ID].map(region_areas).to_numpy(np.float64)})
-    found = aggregate_sorted(inside, bins, has_height).set_index(REGION_ID)[VECTOR]
-    zeros = np.zeros(len(FEATURE_NAMES), dtype=np.float32)
-    ids = [int(r) for r in region_areas.index]
-    return pd.DataFrame({
-        REGION_ID: np.array(ids, dtype=np.int64),
-        VECTOR: [found[r] if r in found.index else zeros.copy() for r in ids],
-        HAS_BUILDING: [r in found.index for r in ids],
-    })
-
-
 def aggregate_sorted(frame: pd.DataFrame, bins: int, has_height: bool) -> pd.DataFrame:
     """region_id, vector (float32) for every region present in ``frame``: descriptor rows with their
     ``region_id`` and the ``area_m2`` of that region (one call handles many regions, vectorised slices)."""

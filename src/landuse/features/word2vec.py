@@ -191,33 +191,6 @@ def word_vectors(model: Word2Vec) -> pd.DataFrame:
     return pd.DataFrame({REGION_ID: keys[order], COL_VECTOR: list(vectors[order])})
 
 
-def train_flow_embeddings(
-    walks: np.ndarray,
-    dim: int = 64,
-    window: int = 5,
-    negative: int = 5,
-    epochs: int = 5,
-    min_count: int = 1,
-    workers: int | None = None,
-    seed: int = 42,
-    work_dir: Path | None = None,
-) -> pd.DataFrame:
-    """Train skip-gram Word2Vec on walks held in memory (tests, small graphs).
-
-    Returns one row per region id in the vocabulary: ``region_id`` (int64) and ``vector`` (float32
-    array of length ``dim``), sorted by region id. ``work_dir`` holds the temporary corpus file (a
-    fresh temp dir by default, removed afterwards). The stage trains from the executors' corpus
-    instead (:func:`fit_word2vec` on the concatenated parts).
-    """
-    with tempfile.TemporaryDirectory(dir=work_dir, prefix="walks-") as tmp:
-        corpus = Path(tmp) / "walks.txt"
-        if write_walk_corpus(walks, corpus) == 0:
-            raise ValueError("walk corpus is empty")
-        model = fit_word2vec(corpus, dim=dim, window=window, negative=negative, epochs=epochs,
-                             min_count=min_count, workers=workers, seed=seed)
-    return word_vectors(model)
-
-
 def save_flow_model(model: Word2Vec, table_dir: Any) -> list[str]:
     """Save a fitted Word2Vec as ``<table_dir>/_model/word2vec.model`` (plus any gensim side files)."""
     with tempfile.TemporaryDirectory(prefix="word2vec-") as tmp:

@@ -46,6 +46,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from landuse import literature
 from landuse.config import Config, ConfigError, TrainingConfig
 from landuse.training.metrics import evaluate, kl_loss
 from landuse.training.protocol import METRICS, cpu_threads
@@ -79,12 +80,10 @@ class Published:
     ari: float = math.nan
 
 
-PUBLISHED: tuple[Published, ...] = (
-    Published("MVURE", "Zhang et al., IJCAI 2020", 0.64, 0.63, 0.78, 0.62),
-    Published("MGFN", "Wu et al., IJCAI 2022", 0.72, 0.72, 0.76, 0.58),
-    Published("HREP", "Zhou et al., AAAI 2023", 0.68, 0.75),
-    Published("HAFusion", "Sun et al., ICDE 2024", 0.734, 0.844),
-)
+def published() -> tuple[Published, ...]:
+    """The published NYC mh-180 results, in table order (``nyc_mh180`` of :mod:`landuse.literature`)."""
+    return tuple(Published(r.method, r.citation, r.values["crime_r2"], r.values["checkin_r2"], r.values["nmi"],
+                           r.values["ari"]) for r in literature.benchmark("nyc_mh180").results)
 
 
 @dataclass
@@ -508,7 +507,7 @@ def load_region_labels(path: Path) -> pd.DataFrame:
 def published_rows() -> pd.DataFrame:
     """The published results as rows of the protocol table (MAE / RMSE not given: NaN)."""
     rows = []
-    for p in PUBLISHED:
+    for p in published():
         rows.append({"embedding": p.method, "kind": "published", "dim": math.nan,
                      "crime_count_mae": math.nan, "crime_count_rmse": math.nan, "crime_count_r2": p.crime_r2,
                      "checkin_count_mae": math.nan, "checkin_count_rmse": math.nan, "checkin_count_r2": p.checkin_r2,
@@ -549,7 +548,7 @@ def mvure_markdown(frame: pd.DataFrame, n_regions: int) -> str:
     lines = ["### NYC mh-180: the MVURE/MGFN protocol (crime, check-in, community districts)", ""]
     if best is not None:
         r = frame.loc[best]
-        pub = ", ".join(f"{p.method} {p.crime_r2:g} / {p.checkin_r2:g}" for p in PUBLISHED)
+        pub = ", ".join(f"{p.method} {p.crime_r2:g} / {p.checkin_r2:g}" for p in published())
         lines += [f"Our best embedding (mean R²): **{r['embedding']}**, R² crime {r['crime_count_r2']:.3f} / "
                   f"check-in {r['checkin_count_r2']:.3f}, NMI {r['nmi']:.3f}, ARI {r['ari']:.3f} "
                   f"(published R² crime / check-in: {pub}).", ""]

@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from landuse import literature
 from landuse.config import Config, ConfigError, fusion_features, training_overrides
 from landuse.constants import MODALITIES
 from landuse.training.metrics import evaluate, kl_loss
@@ -62,18 +63,14 @@ class PublishedRow:
     cosine: float = math.nan
 
 
-# Published region embeddings for the 2,325 NYC 2020 census tracts (5 MapPLUTO land-use classes),
-# evaluated under exactly this protocol in one run (figures recorded by the project; the embeddings
-# are the authors' releases, built from OpenStreetMap POIs and building footprints — not recomputed here).
-NYC_TRACTS_PUBLISHED: tuple[PublishedRow, ...] = (
-    PublishedRow("DGI", 0.224, 0.394, 0.919),
-    PublishedRow("RegionDCL", 0.239, 0.424, 0.913),
-    PublishedRow("Transformer", 0.251),
-    PublishedRow("Urban2Vec", 0.291),
-    PublishedRow("Doc2Vec", 0.312),
-    PublishedRow("Place2Vec", 0.322),
-    PublishedRow("GAE", 0.363),
-)
+def nyc_tracts_published() -> tuple[PublishedRow, ...]:
+    """Published region embeddings for the 2,325 NYC 2020 census tracts (5 MapPLUTO land-use classes).
+
+    The authors' releases evaluated under exactly this protocol (``nyc_ct2020_landuse`` of
+    :mod:`landuse.literature`, which says where the figures come from); table order.
+    """
+    return tuple(PublishedRow(r.method, r.values["kl"], r.values["l1_sum"], r.values["cosine"])
+                 for r in literature.benchmark("nyc_ct2020_landuse").results)
 
 
 def published_rows(config: Config, num_regions: int) -> tuple[PublishedRow, ...]:
@@ -82,7 +79,7 @@ def published_rows(config: Config, num_regions: int) -> tuple[PublishedRow, ...]
     regions = config.inputs.regions
     if regions is not None and "nyc_ct2020" in str(regions.path) and tuple(config.labels.classes) == classes \
             and num_regions > 2000:
-        return NYC_TRACTS_PUBLISHED
+        return nyc_tracts_published()
     return ()
 
 
