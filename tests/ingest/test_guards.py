@@ -72,24 +72,26 @@ def swapped_latlon(tmp_path: Path) -> dict:
     return {"adapter": "citibike", "path": str(write(tmp_path / "bikes.csv", CITIBIKE + "\n" + "\n".join(rows)))}
 
 
-def wrong_crs(tmp_path: Path) -> dict:
-    # x/y in New York Long Island metres, declared as Web Mercator: they land near (2.7 E, 0.5 N)
+def projected_rows() -> list[str]:
+    """N trips as `start,ox,oy,dx,dy` with the ends in New York Long Island metres (EPSG:32118)."""
     rows = []
     for i in range(N):
         olon, olat, dlon, dlat = lonlat(i)
         (ox, dx), (oy, dy) = TO_NY.transform([olon, dlon], [olat, dlat])
         rows.append(f"2015-01-0{1 + i % 7} 08:00:00,{ox:.1f},{oy:.1f},{dx:.1f},{dy:.1f}")
+    return rows
+
+
+def wrong_crs(tmp_path: Path) -> dict:
+    # x/y in New York Long Island metres, declared as Web Mercator: they land near (2.7 E, 0.5 N)
+    rows = projected_rows()
     path = write(tmp_path / "taxi.csv", "pickup_datetime,pickup_x,pickup_y,dropoff_x,dropoff_y\n" + "\n".join(rows))
     return {"adapter": "tlc_taxi", "path": str(path), "options": {"crs": "EPSG:3857"}}
 
 
 def xy_without_crs(tmp_path: Path) -> dict:
     # projected metres read as lon/lat degrees (no option crs): every coordinate is out of range
-    rows = []
-    for i in range(N):
-        olon, olat, dlon, dlat = lonlat(i)
-        (ox, dx), (oy, dy) = TO_NY.transform([olon, dlon], [olat, dlat])
-        rows.append(f"2015-01-0{1 + i % 7} 08:00:00,{ox:.1f},{oy:.1f},{dx:.1f},{dy:.1f}")
+    rows = projected_rows()
     path = write(tmp_path / "od.csv", "start_time,o_lon,o_lat,d_lon,d_lat\n" + "\n".join(rows))
     return {"adapter": "points_od", "path": str(path)}
 

@@ -28,12 +28,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
+from landuse.config import IngestConfig
 from landuse.ingest.errors import IngestError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from landuse.config import IngestConfig
     from landuse.ingest.quarantine import IngestSummary
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 DATE_QUANTILES = (0.001, 0.999)  # the bulk of a source's start dates (derived date range)
 DATE_QUANTILE_ERROR = 1e-4  # approxQuantile's relative error: well inside the 0.1% tails
 DATE_MARGIN_DAYS = 1  # the derived range is widened by this many days on each side
-DEFAULT_REPAIR_TOLERANCE = 0.01  # IngestConfig.polygon_repair_tolerance's default (for direct callers)
+_DEFAULTS = IngestConfig()  # the one place the defaults are written
+DEFAULT_REPAIR_TOLERANCE = _DEFAULTS.polygon_repair_tolerance  # for direct callers of the polygon readers
 
 # A hint per dominant reject reason, for the kept-share error.
 HINTS: Mapping[str, str] = {
@@ -69,13 +70,13 @@ HINTS: Mapping[str, str] = {
 class Guards:
     """The ``ingest:`` settings the readers need (defaults = :class:`~landuse.config.IngestConfig`'s)."""
 
-    min_kept_fraction: float = 0.5
+    min_kept_fraction: float = _DEFAULTS.min_kept_fraction
     date_range: tuple[dt.date, dt.date] | None = None  # None: derived per source (module docstring)
-    max_count: float = 1.0e6
+    max_count: float = _DEFAULTS.max_count
     polygon_repair_tolerance: float = DEFAULT_REPAIR_TOLERANCE
 
     @classmethod
-    def from_config(cls, cfg: "IngestConfig") -> "Guards":
+    def from_config(cls, cfg: IngestConfig) -> "Guards":
         """From the config section (dates parsed; the config has validated them)."""
         days = None
         if cfg.date_range is not None:

@@ -58,6 +58,7 @@ def run(ctx: StageContext) -> None:
     # Collected aggregate: one row per (region, token) present, so at most min(POIs, regions × distinct
     # tokens at the level) rows — per region and category, never per POI; the sparse counts come from it.
     counts = {lv: level_token_counts(poi_regions, lv).toPandas() for lv in levels}
+    embedders: dict = {}  # model name -> PoiTextEmbedder, loaded at most once per stage run
     matrices = {lv: count_matrix(counts[lv], ids, cfg.max_tokens) for lv in levels}
     has = np.asarray(matrices[levels[0]][0].sum(axis=1)).ravel() > 0
     chosen = sorted(cfg.levels)
@@ -70,11 +71,11 @@ def run(ctx: StageContext) -> None:
         write_pandas(modality_table(ids, vectors, has, f"has_{name}"), ctx.out(POI_FEATURE_TABLES[name]))
     dims = {name: int(v.shape[1]) for name, v in tables.items()}
     if cfg.text:
-        text = _text_table(counts[cfg.text_level], ids, config)
+        text = _text_table(counts[cfg.text_level], ids, config, embedders)
         write_pandas(text, ctx.out(POI_FEATURE_TABLES["poi_text"]))
         dims["poi_text"] = len(text["vector"].iloc[0])
     if cfg.zeroshot:
-        zeroshot = _zeroshot_table(ctx, ids)
+        zeroshot = _zeroshot_table(ctx, ids, embedders)
         write_pandas(zeroshot, ctx.out(POI_FEATURE_TABLES["zeroshot"]))
         dims["zeroshot"] = len(zeroshot["vector"].iloc[0])
     ctx.summary.update(regions=len(ids), regions_with_pois=int(has.sum()), levels=chosen, dims=dims,
@@ -82,16 +83,23 @@ def run(ctx: StageContext) -> None:
     log.info("poi features: %d regions (%d with POIs), dims %s", len(ids), int(has.sum()), dims)
 
 
-def _text_table(counts, ids: np.ndarray, config: Config):
+def _embedder(embedders: dict, model: str):
+    """One sentence-embedding model per name for the whole stage (poi_text and zeroshot may share it)."""
+    from landuse.features.poi_text import PoiTextEmbedder
+
+    return embedders.setdefault(model, PoiTextEmbedder(model))
+
+
+def _text_table(counts, ids: np.ndarray, config: Config, embedders: dict):
     """The pooled category-text embeddings (modality poi_text)."""
-    from landuse.features.poi_text import (PoiTextEmbedder, TextEncoderUnavailable, category_texts,
+    from landuse.features.poi_text import (TextEncoderUnavailable, category_texts,
                                            read_category_text, region_text_vectors)
 
     cfg = config.embeddings.poi_features
     mapping = read_category_text(cfg.category_text) if cfg.category_text is not None else None
     tokens = sorted(counts["token"].astype(str).unique())
     texts = category_texts(tokens, mapping)
-    embedder = PoiTextEmbedder(cfg.text_model)
+    embedder = _embedder(embedders, cfg.text_model)
     try:
         vectors = embedder.embed([texts[t] for t in tokens])
     except TextEncoderUnavailable as exc:
@@ -99,15 +107,12 @@ def _text_table(counts, ids: np.ndarray, config: Config):
     return region_text_vectors(counts, dict(zip(tokens, vectors)), ids, dim=embedder.dim)
 
 
-def _zeroshot_table(ctx: StageContext, ids: np.ndarray):
+def _zeroshot_table(ctx: StageContext, ids: np.ndarray, embedders: dict):
     """The zero-shot class similarities of every region (modality zeroshot); bad prompt settings or a
     missing text model are one-line ConfigErrors from the zeroshot package."""
-    from landuse.zeroshot.prompts import region_prompts
-    from landuse.zeroshot.text import TextMethod, zeroshot_modality_table
+    from landuse.zeroshot.text import zeroshot_features
 
-    prompts = region_prompts(ctx.config, ctx.spark, region_ids=ids)
-    sims, scored = TextMethod(ctx.config).similarities(prompts)
-    return zeroshot_modality_table(prompts.region_ids, sims, scored)
+    return zeroshot_features(ctx.config, ctx.spark, ids, _embedder(embedders, ctx.config.zeroshot.text_model))
 
 
 def outputs(config: Config) -> dict:

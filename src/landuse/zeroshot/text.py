@@ -145,11 +145,13 @@ class TextMethod(ZeroShotMethod):
             raise ConfigError(f"zeroshot.text_model: {exc}") from None
 
 
-def zeroshot_features(config: Config, source: Any = None) -> pd.DataFrame:
-    """The modality table of every region (see :func:`zeroshot_modality_table`) under ``config.zeroshot``;
-    ``source`` as for :func:`landuse.zeroshot.prompts.region_prompts`."""
+def zeroshot_features(config: Config, source: Any = None, region_ids: np.ndarray | None = None,
+                      embedder: Any = None) -> pd.DataFrame:
+    """The modality table of the regions (see :func:`zeroshot_modality_table`) under ``config.zeroshot``;
+    ``source`` and ``region_ids`` as for :func:`landuse.zeroshot.prompts.region_prompts`; ``embedder``:
+    a loaded sentence-embedding model to reuse (default: ``zeroshot.text_model`` loaded here)."""
     from landuse.zeroshot.prompts import region_prompts
 
-    prompts = region_prompts(config, source)
-    sims, scored = TextMethod(config).similarities(prompts)
+    prompts = region_prompts(config, source, region_ids)
+    sims, scored = TextMethod(config).similarities(prompts, embedder)
     return zeroshot_modality_table(prompts.region_ids, sims, scored)
