@@ -15,7 +15,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 JAVA := $(if $(JAVA_HOME),$(JAVA_HOME)/bin/java,java)
 
-.PHONY: run test lint venv jars java-check bench clean help nyc tracts dist
+.PHONY: run test lint venv jars java-check bench clean help nyc tracts dist bundle
 help:
 	@echo "make run   - set up .venv, generate the synthetic city if absent, run every pipeline stage"
 	@echo "make test  - set up .venv, lint (ruff), run the test suite"
@@ -25,6 +25,9 @@ help:
 	@echo "make bench - run the benchmarks in benchmarks/"
 	@echo "make clean - remove work/ outputs (keeps .venv)"
 	@echo "make dist  - dist/landuse-<version>-py3-none-any.whl and dist/landuse-<version>.zip (--py-files); docs/cluster.md"
+	@echo "make stage-STAGE - one stage of the DAG, e.g. make stage-flows (stages: .venv/bin/landuse stages)"
+	@echo "make until-STAGE - a stage and everything it depends on, e.g. make until-report (every step)"
+	@echo "make bundle - regenerate deploy/databricks/databricks.yml from the DAG for CONFIG"
 
 venv: $(STAMP)
 
@@ -70,6 +73,16 @@ nyc: venv jars java-check
 tracts: venv jars java-check
 	$(BIN)/landuse pipeline --config conf/nyc_tracts.yaml
 	$(BIN)/landuse run benchmark-landuse --config conf/nyc_tracts.yaml training.progress=false
+
+# The stage targets come from the DAG (landuse.stages.STAGES): the CLI resolves and checks the name.
+stage-%: venv jars java-check
+	$(BIN)/landuse run $* --config $(CONFIG)
+
+until-%: venv jars java-check
+	$(BIN)/landuse pipeline --until $* --config $(CONFIG)
+
+bundle: venv
+	$(BIN)/landuse bundle --config $(CONFIG)
 
 test: venv jars java-check lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                            training_operators)
 
     config = load_config(args.config, ["training.progress=false", *args.overrides])
-    run_pipeline(config, STAGES)
+    run_pipeline(config, STAGES, until="assemble")
     graph = load_graph(config.tables_dir, classes=list(config.labels.classes))
     cfg = config.training
     features = tuple(cfg.features)

@@ -1,8 +1,8 @@
 # Databricks notebook source
 # MAGIC %md
 # MAGIC # 01 — ingest and data quality
-# MAGIC Runs the stages `synth`, `regions`, `ingest`, `flows`, `pois` and `labels` for the config in the
-# MAGIC `config` widget (the synthetic city by default; unchanged stages are skipped), then shows what
+# MAGIC Runs the DAG's ingest section (`section_stages("ingest")`: `synth`, `regions`, `ingest`, `flows`, `pois`,
+# MAGIC `labels`) for the config in the `config` widget (the synthetic city by default; unchanged stages are skipped), then shows what
 # MAGIC came in: rows in / kept / rejected per source, the most frequent reject reasons, how many trips
 # MAGIC joined to regions, and label coverage.
 
@@ -16,12 +16,11 @@ params = nb.widgets({"config": "conf/synthetic_shenzhen.yaml", "overrides": "", 
 # COMMAND ----------
 
 from landuse.runner import run_pipeline
-from landuse.stages import STAGES
+from landuse.stages import STAGES, section_stages
 from landuse.notebook import stage_results
 
 config = nb.load(params)
-results = run_pipeline(config, STAGES, force=params["force"] == "true",
-                       only=["synth", "regions", "ingest", "flows", "pois", "labels"])
+results = run_pipeline(config, STAGES, force=params["force"] == "true", only=section_stages("ingest"))
 nb.show(stage_results(results), "stages")
 
 # COMMAND ----------

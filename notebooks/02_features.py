@@ -1,8 +1,9 @@
 # Databricks notebook source
 # MAGIC %md
 # MAGIC # 02 — features
-# MAGIC Runs the representation stages (`flow-embeddings`, `poi-embeddings`, `poi-features`, `imagery`, `location`, `buildings`) and
-# MAGIC `assemble`, which writes the Petastorm-ready training tables; then shows the node-feature
+# MAGIC Runs the DAG's features section (`section_stages("features")`: the representation stages `flow-embeddings`,
+# MAGIC `poi-embeddings`, `poi-features`, `imagery`, `location`, `buildings`, `pretrain` when H_img comes from the
+# MAGIC encoder, and `assemble`, which writes the Petastorm-ready training tables; then shows the node-feature
 # MAGIC modalities and the tensors the trainer reads. Needs notebook 01 (or `landuse pipeline`) first.
 
 # COMMAND ----------
@@ -15,13 +16,11 @@ params = nb.widgets({"config": "conf/synthetic_shenzhen.yaml", "overrides": "", 
 # COMMAND ----------
 
 from landuse.runner import run_pipeline
-from landuse.stages import STAGES
+from landuse.stages import STAGES, section_stages
 from landuse.notebook import stage_results
 
 config = nb.load(params)
-results = run_pipeline(config, STAGES, force=params["force"] == "true",
-                       only=["flow-embeddings", "poi-embeddings", "poi-features", "imagery", "location", "buildings",
-                             "assemble"])
+results = run_pipeline(config, STAGES, force=params["force"] == "true", only=section_stages("features"))
 nb.show(stage_results(results), "stages")
 
 # COMMAND ----------

@@ -6,7 +6,8 @@
 # MAGIC `training.variant` is registered and becomes `champion` only if its validation KL improves.
 # MAGIC The paper's protocol (30 splits × 400 epochs × 14 variants) takes a while: for a quick look set
 # MAGIC e.g. `training.splits=2 training.epochs=50 training.variants=[None,GCN_adj,Adj-Tri-GCN]` in
-# MAGIC `overrides`. Needs notebook 02 first. With `force` false an unchanged experiment is not retrained.
+# MAGIC `overrides`. Needs notebook 02 first. With `force` false an unchanged experiment is not retrained
+# MAGIC (the stage runner compares its fingerprint: training config + input tables).
 
 # COMMAND ----------
 
@@ -17,10 +18,18 @@ params = nb.widgets({"config": "conf/synthetic_shenzhen.yaml", "overrides": "", 
 
 # COMMAND ----------
 
-from landuse.training.experiments import run_experiment
+import json
+
+from landuse.runner import run_pipeline
+from landuse.stages import STAGES
+from landuse.training.experiments import read_results_csv
 
 config = nb.load(params)
-table, md_path, model = run_experiment(config, "ablation", force=params["force"] == "true")
+# the ablation stage of the DAG: skipped when the training config and tables are unchanged
+(result,) = run_pipeline(config, STAGES, force=params["force"] == "true", only=["ablation"])
+md_path = result.outputs["ablation"] / "ablation.md"
+table = read_results_csv(md_path.with_suffix(".csv"))
+model = json.loads((md_path.parent / "run.json").read_text()).get("model") or {}
 
 # COMMAND ----------
 

@@ -2,8 +2,9 @@
 # MAGIC %md
 # MAGIC # 04 — evaluation and maps
 # MAGIC The experiment tables (train / ablation / fusion, per-class errors) and the maps of the run
-# MAGIC report: true vs predicted dominant land use, per-region error and mixed-use entropy. Predicts
-# MAGIC with the champion model first when `tables/predictions` does not exist yet. Needs notebook 03.
+# MAGIC report: true vs predicted dominant land use, per-region error and mixed-use entropy. Runs the DAG's
+# MAGIC `predict` (with the champion model; skipped when the champion and the tables are unchanged) and
+# MAGIC `report` stages (`<work_dir>/report/`, logged to MLflow unless `report.mlflow=false`). Needs notebook 03.
 
 # COMMAND ----------
 
@@ -34,22 +35,23 @@ for kind, by in (("train", "variant"), ("ablation", "variant"), ("fusion", "feat
 
 # COMMAND ----------
 
-from landuse.training.predict import T_PREDICTIONS, predict
-from landuse.training.tracking import setup_mlflow
+from landuse.notebook import stage_results
+from landuse.runner import run_pipeline
+from landuse.stages import STAGES
 
-if not (config.tables_dir / T_PREDICTIONS).is_dir():
-    setup_mlflow(config)
-    predict(config, f"models:/{config.training.registered_model}@champion")
+# the DAG's predict and report stages: each is skipped when its inputs (the champion, the tables) are unchanged
+results = run_pipeline(config, STAGES, only=["predict", "report"])
+nb.show(stage_results(results), "stages")
 
 # COMMAND ----------
 
 from landuse.manifest import read_manifest
-from landuse.report.html import build_report
+from landuse.report.html import REPORT_FILE
 
-report = build_report(config)
-manifest = read_manifest(report.parent)
+out = results[-1].outputs["report"]  # <work_dir>/report/: report.html with its figures beside it
+manifest = read_manifest(out)
 for name in manifest["figures"]:
-    nb.image(report.parent / name, name)
+    nb.image(out / name, name)
 for item in manifest["missing"]:
     print(f"not available: {item}")
-print(f"full report: {report}")
+print(f"full report: {out / REPORT_FILE}")

@@ -4,7 +4,9 @@
 # MAGIC Predicts every region's land-use distribution with a registered model (the `champion` by
 # MAGIC default), then compares it with the plan (`inputs.planned`): a region is flagged when its
 # MAGIC predicted dominant class differs from the planned one by a margin of at least
-# MAGIC `monitoring.threshold`. On the synthetic city the injected deviations score the flags.
+# MAGIC `monitoring.threshold`. Both are stages of the DAG (`predict`, `monitor`): the maps go to
+# MAGIC `<work_dir>/maps/predictions/` and `<work_dir>/maps/monitoring/`. On the synthetic city the injected
+# MAGIC deviations score the flags.
 
 # COMMAND ----------
 
@@ -15,14 +17,23 @@ params = nb.widgets({"config": "conf/synthetic_shenzhen.yaml", "overrides": "", 
 
 # COMMAND ----------
 
-from landuse.training.predict import predict
-from landuse.training.tracking import setup_mlflow
+import shlex
 
+from landuse.notebook import stage_results
+from landuse.runner import run_pipeline
+from landuse.spark.io import read_pandas
+from landuse.stages import STAGES
+from landuse.training.predict import GEOJSON_FILE, MAP_OUTPUT, T_PREDICTIONS, model_uri
+
+if params["model"]:  # the model widget is the override predict.model
+    params["overrides"] = f"{params['overrides']} {shlex.quote('predict.model=' + params['model'])}"
 config = nb.load(params)
-setup_mlflow(config)
-model_uri = params["model"] or f"models:/{config.training.registered_model}@champion"
-predictions, parquet, geojson = predict(config, model_uri)
-nb.show(predictions.head(20), f"predictions from {model_uri} -> {parquet}, {geojson}")
+# the DAG's predict stage: skipped when the model resolves to the same version and the tables are unchanged
+(result,) = run_pipeline(config, STAGES, only=["predict"])
+nb.show(stage_results([result]), "stages")
+predictions = read_pandas(config, T_PREDICTIONS, "predict")
+geojson = result.outputs[MAP_OUTPUT] / GEOJSON_FILE
+nb.show(predictions.head(20), f"predictions from {model_uri(config)} -> {result.outputs[T_PREDICTIONS]}, {geojson}")
 nb.show(predictions["dominant_class"].value_counts().rename_axis("dominant_class").reset_index(name="regions"),
         "predicted dominant class")
 
@@ -33,14 +44,13 @@ nb.show(predictions["dominant_class"].value_counts().rename_axis("dominant_class
 
 # COMMAND ----------
 
-from landuse.entrypoints.monitor import main as monitor
-from landuse.monitoring.run import MAP_FILE, T_MONITORING
-from landuse.spark.io import read_pandas
+from landuse.monitoring.run import MAP_FILE, MAPS_OUTPUT, T_MONITORING
 
-assert monitor(nb.argv) == 0, "monitor failed (see the error above)"
+(result,) = run_pipeline(config, STAGES, only=["monitor"])  # disabled without inputs.planned
+assert result.status != "disabled", "monitor needs inputs.planned in the config"
 flags = read_pandas(config, T_MONITORING, "monitor")
 nb.show(flags[flags["deviation"]].sort_values("margin", ascending=False), "regions departing from the plan")
-nb.image(config.work_dir / MAP_FILE, "planned vs predicted: deviations in red")
+nb.image(result.outputs[MAPS_OUTPUT] / MAP_FILE, "planned vs predicted: deviations in red")
 
 # COMMAND ----------
 

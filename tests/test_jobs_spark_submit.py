@@ -122,7 +122,7 @@ def test_train_and_predict_jobs(work: Path) -> None:
     regions = json.loads((work / "tables" / "regions" / "_manifest.json").read_text())
     assert manifest["stage"] == "predict"
     assert manifest["rows"] == regions["rows"] > 0
-    geojson = json.loads((work / "predictions.geojson").read_text())
+    geojson = json.loads((work / "maps" / "predictions" / "predictions.geojson").read_text())
     assert len(geojson["features"]) == regions["rows"]
     _passed("train")
 

@@ -76,7 +76,7 @@ def test_nothing_exported_carries_a_raw_row(city) -> None:
     from landuse.report.html import build_report, log_report
     from landuse.training.tracking import log_config, log_lineage, setup_mlflow
 
-    report = build_report(city)
+    report = build_report(city, city.driver_dir / "report").path
     run_id = log_report(city, report)
     setup_mlflow(city)
     manifests = {"trips": json.loads((city.tables_dir / "trips" / "_manifest.json").read_text())}
@@ -106,8 +106,9 @@ def test_share_raw_true_shows_sample_rejected_rows_in_the_report(city) -> None:
     from landuse.config import PrivacyConfig
     from landuse.report.html import build_report
 
-    withheld = build_report(city).read_text()
+    withheld = build_report(city, city.driver_dir / "report").path.read_text()
     assert REJECT_MARKER not in withheld and "Raw rejected rows are not shown (privacy.share_raw: false)" in withheld
-    shared = build_report(dataclasses.replace(city, privacy=PrivacyConfig(share_raw=True))).read_text()
+    shared = build_report(dataclasses.replace(city, privacy=PrivacyConfig(share_raw=True)),
+                          city.driver_dir / "shared").path.read_text()
     assert "Sample rejected rows (privacy.share_raw: true)" in shared and REJECT_MARKER in shared
     assert TRIP_MARKER not in shared  # kept trips are never shown, only rejected rows

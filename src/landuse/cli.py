@@ -1,4 +1,4 @@
-"""The ``landuse`` command: ``synth``, ``pipeline``, ``run STAGE``, ``stages``, ``config``."""
+"""The ``landuse`` command: ``synth``, ``pipeline``, ``run STAGE``, ``stages``, ``bundle``, ``config``."""
 
 from __future__ import annotations
 
@@ -41,42 +41,34 @@ def _synth(argv: list[str]) -> int:
     return guarded(body)
 
 
-# Steps that are not table-producing pipeline stages: training experiments and prediction.
-TASKS = {
-    "train": "train training.variant over K splits; MLflow run, registered model (champion if better)",
-    "ablation": "the 14-variant thesis ablation table (CSV + Markdown), tracked in MLflow",
-    "fusion": "the fusion ablation M_P, M_PI, M_PIG, M_PIGF, tracked in MLflow",
-    "tune": "model selection on validation KL (tune:), best retrained once, test reported, registered",
-    "predict": "per-region predicted distributions, dominant class, entropy (--model URI)",
+# Commands of `landuse run` that are not stages of the DAG: serving and ad-hoc scoring.
+COMMANDS_NOT_STAGES = {
     "serve": "REST scoring server (mlflow models serve) for a registered model, from a sha256-verified copy (--model, --port)",
     "score": "batch scoring on Spark (spark_udf): a region table -> tables/predictions_batch (--model, --input, --output)",
-    "monitor": "planned vs actual: flag regions whose predicted use departs from inputs.planned",
-    "benchmark-embeddings": "region embeddings vs baselines vs published MVURE/MGFN/HREP/HAFusion (NYC mh-180) "
-                            "+ land-use MLP probe",
-    "benchmark-landuse": "land-use distribution under the published region-embedding protocol (MLP probe, R repeats) "
-                         "for every feature table and our models, beside published results",
-    "pretrain": "MMGR-style image-encoder pretraining (NT-Xent image-image + image-POI) -> image_embeddings",
-    "transfer": "cross-city transfer: pretrain on --source-config, fine-tune on --config at training fractions vs scratch",
     "zeroshot": "zero-shot land use without labels from POI-paragraph prompts (--method text|llm|image) -> "
                 "tables/zeroshot_<method>, rejects, GeoJSON, MLflow",
-    "report": "self-contained HTML report (maps, ablation/per-class tables, data summaries), logged to MLflow",
 }
+GROUP_TITLES = {"data": "data stages (tables):", "model": "model stages (training, evaluation, registry):",
+                "report": "publishing stages:"}
 
 
 def _run(argv: list[str]) -> int:
     from landuse.stages import STAGES
 
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: landuse run STAGE --config conf/X.yaml [--force] [key=value ...]\n\nstages:")
-        for name, stage in STAGES.items():
-            print(f"  {name:<16} {stage.description}")
-        print("\ntraining and prediction:")
-        for name, text in TASKS.items():
-            print(f"  {name:<16} {text}")
+        print("usage: landuse run STAGE --config conf/X.yaml [--force] [key=value ...]")
+        for group, title in GROUP_TITLES.items():
+            print(f"\n{title}")
+            for name, stage in STAGES.items():
+                if stage.group == group:
+                    print(f"  {name:<22} {stage.description}")
+        print("\nserving and scoring (not stages):")
+        for name, text in COMMANDS_NOT_STAGES.items():
+            print(f"  {name:<22} {text}")
         return 0 if argv else 2
     name = argv[0]
-    if name not in STAGES and name not in TASKS:
-        print(f"error: unknown stage {name!r} (stages: {', '.join([*STAGES, *TASKS])})", file=sys.stderr)
+    if name not in STAGES and name not in COMMANDS_NOT_STAGES:
+        print(f"error: unknown stage {name!r} (stages: {', '.join([*STAGES, *COMMANDS_NOT_STAGES])})", file=sys.stderr)
         return 2
     module = importlib.import_module(f"landuse.entrypoints.{name.replace('-', '_')}")
     return int(module.main(argv[1:]))
@@ -104,6 +96,27 @@ def _config(argv: list[str]) -> int:
     return guarded(body)
 
 
+def _stages(argv: list[str]) -> int:
+    from landuse.stages import STAGES
+
+    parser = argparse.ArgumentParser(prog="landuse stages", description="the stage DAG: name, group, depends on")
+    parser.add_argument("--json", action="store_true", help="as JSON: {stage: {group, upstream, optional, after}}")
+    args = parser.parse_args(argv)
+    if args.json:
+        print(json.dumps({name: {"group": s.group, "upstream": list(s.upstream), "optional": list(s.optional_upstream),
+                                 "after": list(s.after)} for name, s in STAGES.items()}, indent=2))
+        return 0
+    for name, stage in STAGES.items():
+        print(f"{name:<22} {stage.group:<7} <- {', '.join(stage.dependencies) or '-'}")
+    return 0
+
+
+def _bundle(argv: list[str]) -> int:
+    from landuse.entrypoints.bundle import main
+
+    return main(argv)
+
+
 def _pipeline(argv: list[str]) -> int:
     from landuse.entrypoints.pipeline import main
 
@@ -112,9 +125,12 @@ def _pipeline(argv: list[str]) -> int:
 
 COMMANDS = {
     "synth": (_synth, "generate a synthetic city (profiles: shenzhen, london)"),
-    "pipeline": (_pipeline, "run every enabled stage, skipping unchanged ones"),
+    "pipeline": (_pipeline, "run a stage and everything it depends on (--until STAGE; default assemble), "
+                            "skipping unchanged ones"),
     "run": (_run, "run one stage: landuse run STAGE --config ..."),
     "config": (_config, "print the resolved configuration"),
+    "stages": (_stages, "print the stage DAG (name, group, what each depends on)"),
+    "bundle": (_bundle, "generate the Databricks asset bundle from the DAG (--config, --until, --out, --check)"),
 }
 
 

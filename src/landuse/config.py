@@ -393,6 +393,7 @@ class TrainingConfig:
 class TuneConfig:
     """``landuse run tune``: model selection on validation KL only; the test set is touched once, at the end."""
 
+    enabled: bool = False  # a step of `landuse pipeline --until report` (a search costs trials x splits trainings)
     method: Literal["optuna", "grid"] = "optuna"  # optuna: TPE sampler (seeded); grid: every combination
     trials: int = 24  # optuna trials (grid: ignored, the grid size)
     splits: int = 3  # splits each trial is scored on (mean validation KL)
@@ -431,6 +432,8 @@ class BenchmarkConfig:
     probe_hidden: int = 512  # MLP probe hidden width (protocol: 512, sigmoid)
     probe_lr: float = 0.01  # MLP probe Adam learning rate, StepLR(10, 0.8) (protocol)
     probe_batch: int = 64  # MLP probe mini-batch size (protocol)
+    enabled: bool = False  # a step of `landuse pipeline --until report`
+    mlflow: bool = True  # log the tables as an MLflow run
 
     def _problems(self) -> list[tuple[str, str]]:
         problems = [(k, "must be > 0") for k in ("repeats", "probe_epochs", "probe_hidden", "probe_lr", "probe_batch")
@@ -485,7 +488,7 @@ class PretrainConfig:
     poi_level: Optional[int] = None  # POI category level of the tokens (1..3); null: embeddings.poi.level
     seed: Optional[int] = None  # seed of the pretraining; null: the config's seed
     device: str = "cpu"  # torch device (cpu, cuda, cuda:1, ...)
-    checkpoint_dir: Optional[Path] = None  # per-epoch checkpoints, a rerun resumes from the latest; null: <work_dir>/checkpoints/pretrain (storage.local_dir's with a URI work dir)
+    checkpoint_dir: Optional[Path] = None  # per-epoch checkpoints, a rerun resumes from the latest; null: <work_dir>/checkpoints/pretrain/<hash of the settings> (storage.local_dir's with a URI work dir), so only more epochs resume
     external: Optional[Path] = None  # an encoder state_dict to use instead of pretraining (needs band_map)
     band_map: Optional[Mapping[str, Any]] = None  # with external: encoder channel -> raster band role or 0-based index, e.g. {"0": red, "1": green, "2": blue}
     track: bool = True  # log the run to MLflow (--no-track sets false)
@@ -543,6 +546,37 @@ class TransferConfig:
         if not self.features or len(set(self.features)) != len(self.features):
             problems.append(("features", "expected a non-empty list of distinct modalities"))
         return problems
+
+
+@dataclass(frozen=True)
+class BenchmarkEmbeddingsConfig:
+    """``landuse run benchmark-embeddings``: region embeddings vs baselines and published results (NYC mh-180)."""
+
+    enabled: bool = False  # a step of `landuse pipeline --until report` (needs the mh-180 labels file)
+    labels: Optional[Path] = None  # per-region labels CSV (region_id, community_district, crime_count, checkin_count); null: ${vars.data_root}/labels/mh180_region_labels.csv when the config sets vars.data_root
+    embeddings: Mapping[str, Path] = field(default_factory=_frozen_empty)  # extra embedding tables (Parquet: region_id, vector) to benchmark, by name
+    splits: Optional[int] = None  # splits of task (a); null: training.splits, at most 10
+    mlflow: bool = True  # log the tables as an MLflow run
+
+    def _problems(self) -> list[tuple[str, str]]:
+        if self.splits is not None and self.splits <= 0:
+            return [("splits", "must be > 0 (or null: training.splits)")]
+        bad = [n for n in self.embeddings if not is_safe_name(n)]
+        return [("embeddings", f"name {bad[0]!r} is not allowed: use letters, digits, '_', '-' or '.'")] if bad else []
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """``landuse run predict``: per-region predicted distributions from a registered model."""
+
+    model: Optional[str] = None  # MLflow model URI (models:/NAME@champion, models:/NAME/3, runs:/RUN/model); null: models:/<training.registered_model>@champion
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """``landuse run report``: the self-contained HTML report."""
+
+    mlflow: bool = True  # also log the report to MLflow as run report:<name>
 
 
 @dataclass(frozen=True)
@@ -696,6 +730,9 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    benchmark_embeddings: BenchmarkEmbeddingsConfig = field(default_factory=BenchmarkEmbeddingsConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     spatial: SpatialConfig = field(default_factory=SpatialConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)

@@ -1,4 +1,9 @@
-"""One writer per work dir: an exclusive lock held for a stage, the pipeline or a training run.
+"""One writer per work dir and per stage: file locks held by the pipeline and by each stage run.
+
+``landuse pipeline`` holds the work dir's lock exclusively. ``landuse run STAGE`` holds it shared
+plus the stage's own lock (``.landuse.<stage>.lock``) exclusively: two runs of one stage, or a
+stage run beside a pipeline, are refused; different stages may run at once (independent tasks of
+the generated Databricks job run in parallel on one driver).
 
 The lock is ``fcntl.flock`` on ``<work_dir>/.landuse.lock`` (for a URI work dir, on the local
 ``driver_dir``: object stores have no locks, so two *machines* sharing one ``s3a://`` work dir are
@@ -97,10 +102,11 @@ def _default_command() -> str:
 
 
 @contextlib.contextmanager
-def path_lock(path: Path, label: str, command: str | None = None) -> Iterator[Path]:
-    """Hold the exclusive lock ``path`` (created if needed) for the ``with`` body; re-entrant in one process.
+def path_lock(path: Path, label: str, command: str | None = None, shared: bool = False) -> Iterator[Path]:
+    """Hold the lock ``path`` (created if needed) for the ``with`` body; re-entrant in one process.
 
-    ``label`` names what is locked in messages (the work dir).
+    ``label`` names what is locked in messages (the work dir). ``shared``: any number of shared
+    holders, no exclusive one; only an exclusive holder writes its record.
 
     Raises:
         LockError: another process holds it.
@@ -117,7 +123,7 @@ def path_lock(path: Path, label: str, command: str | None = None) -> Iterator[Pa
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             os.close(fd)
@@ -129,12 +135,29 @@ def path_lock(path: Path, label: str, command: str | None = None) -> Iterator[Pa
             time.sleep(0.05)
             record = _read_record(fd)
         os.close(fd)
+        if not record and not shared:  # shared holders write no record: single-stage runs hold it
+            raise LockError(f"work dir {label} is in use by one or more `landuse run STAGE` processes; wait for "
+                            f"them to finish or stop them (lock file {path})") from None
         hint = ""
         if record and record.get("host") == socket.gethostname() and isinstance(record.get("pid"), int) \
                 and not _pid_alive(record["pid"]):
             hint = " (that pid has exited; a child process it started still holds the lock)"
         raise LockError(f"work dir {label} is in use by {describe_holder(record)}{hint}; wait for it to finish "
                         f"or stop it (lock file {path})") from None
+    if shared:
+        previous = _read_record(fd)
+        if previous:  # no exclusive holder can exist now: the record was left by a dead one
+            log.warning("work dir %s: recovered the lock left by %s, which no longer holds it", label,
+                        describe_holder(previous))
+            os.ftruncate(fd, 0)
+        _HELD[key] = _Held(fd=fd, depth=1, pid=os.getpid())
+        try:
+            yield path
+        finally:
+            _HELD.pop(key, None)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        return
     try:
         previous = _read_record(fd)
         if previous:
@@ -160,7 +183,7 @@ def path_lock(path: Path, label: str, command: str | None = None) -> Iterator[Pa
 
 
 @contextlib.contextmanager
-def work_dir_lock(config: "Config", command: str | None = None) -> Iterator[Path]:
+def work_dir_lock(config: "Config", command: str | None = None, shared: bool = False) -> Iterator[Path]:
     """Hold ``config``'s work dir lock for the ``with`` body (see the module docstring).
 
     ``command`` is recorded for a refused run to print (default: the program name).
@@ -168,8 +191,20 @@ def work_dir_lock(config: "Config", command: str | None = None) -> Iterator[Path
     Raises:
         LockError: another process holds it.
     """
-    with path_lock(lock_path(config), str(config.work_dir), command) as path:
+    with path_lock(lock_path(config), str(config.work_dir), command, shared=shared) as path:
         yield path
+
+
+@contextlib.contextmanager
+def stage_lock(config: "Config", stage: str, command: str | None = None) -> Iterator[Path]:
+    """Hold the work dir's lock shared and ``stage``'s own lock exclusively (``landuse run STAGE``).
+
+    Raises:
+        LockError: a pipeline holds the work dir, or another process runs the same stage.
+    """
+    with work_dir_lock(config, command, shared=True):
+        with path_lock(lock_path(config).with_name(f".landuse.{stage}.lock"), str(config.work_dir), command) as path:
+            yield path
 
 
 def is_held(config: "Config") -> bool:

@@ -169,20 +169,22 @@ def test_run_monitoring_writes_table_map_and_geojson(tmp_path: Path) -> None:
     plan = plan_frame([("residential", (0, 0, 20, 10)), ("green_space", (30, 0, 40, 10)),
                        ("residential", (40, 0, 50, 10)), ("airport", (20, 0, 30, 10))])
     plan.to_file(plan_path, driver="GPKG")
-    summary = run_monitoring(tables, work, plan_path, "planned_class", CLASSES, threshold=0.2)
+    outs = {"table_out": work / "monitoring", "rejects_out": work / "rejects", "maps_out": work / "maps"}
+    summary = run_monitoring(tables, plan_path, "planned_class", CLASSES, threshold=0.2, **outs)
     assert {k: summary[k] for k in ("regions", "planned_regions", "flagged", "threshold", "rejected_plan_rows")} == \
         {"regions": 5, "planned_regions": 4, "flagged": 2, "threshold": 0.2, "rejected_plan_rows": 1}
-    flags = pq.read_table(tables / "monitoring").to_pandas()
+    flags = pq.read_table(work / "monitoring").to_pandas()
     assert flags.loc[flags["deviation"], "region_id"].tolist() == [1, 4]
-    assert pq.read_table(tables / "rejects" / "planned").to_pandas()["reason"].tolist() == ["unknown_class"]
-    assert (work / MAP_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    geo = gpd.read_file(work / GEOJSON_FILE)
+    assert pq.read_table(work / "rejects").to_pandas()["reason"].tolist() == ["unknown_class"]
+    assert (work / "maps" / MAP_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    geo = gpd.read_file(work / "maps" / GEOJSON_FILE)
     assert geo.crs.to_epsg() == 4326 and len(geo) == 5 and geo["deviation"].sum() == 2
+    assert not (tables / "monitoring").exists()  # only into the given dirs: the runner commits them
     with pytest.raises(MonitoringError, match="table regions not found.*landuse run regions"):
-        run_monitoring(tmp_path / "empty", work, plan_path, "planned_class", CLASSES)
+        run_monitoring(tmp_path / "empty", plan_path, "planned_class", CLASSES, **outs)
     shutil.rmtree(tables / "predictions")
     with pytest.raises(MonitoringError, match="table predictions not found.*landuse run predict"):
-        run_monitoring(tables, work, plan_path, "planned_class", CLASSES)
+        run_monitoring(tables, plan_path, "planned_class", CLASSES, **outs)
 
 
 # --------------------------------------------------------------------------- acceptance (issue 7 item 4)

@@ -79,11 +79,14 @@ def make_work_dir(work: Path, *, optional: bool = True) -> None:
     )
     write_geoparquet(regions, tables / "regions")
     write_manifest(tables / "regions", {"stage": "regions", "regions": len(ids), "crs": "EPSG:32650",
-                                        "total_area_km2": len(ids) * CELL * CELL / 1e6, "adjacency_edges": 144})
+                                        "total_area_km2": len(ids) * CELL * CELL / 1e6, "adjacency_edges": 144,
+                                        "fingerprint": "regions-1"})
+    for edges in ("edges_adjacency", "edges_distance_decay"):  # the regions stage's other outputs (runner upstream)
+        write_manifest(_mkdir(tables / edges), {"stage": "regions", "fingerprint": "regions-1"})
     probs = rng.dirichlet(np.ones(len(CLASSES)), size=len(ids))
     write_table(tables, "predictions", prediction_table(ids, probs, CLASSES),
                 {"stage": "predict", "model_uri": "models:/landuse-hgcn@champion", "classes": CLASSES,
-                 "variant": "Adj-Tri-GCN", "features": ["poi"], "rows": len(ids)})
+                 "variant": "Adj-Tri-GCN", "features": ["poi"], "rows": len(ids), "fingerprint": "predict-1"})
     if not optional:
         return
     y = rng.dirichlet(np.full(len(CLASSES), 0.3), size=len(ids))
@@ -165,14 +168,22 @@ def check_self_contained(text: str, page: Page) -> None:
                 assert value.startswith("#"), value
 
 
+def run_report(config: Config, **kw):
+    """The report stage through the runner (no MLflow unless the config asks for it)."""
+    from landuse.runner import run_stage
+    from landuse.stages import STAGES
+
+    return run_stage(STAGES["report"], config, STAGES, **kw)
+
+
 @pytest.fixture()
 def full_report(tmp_path: Path, repo_root: Path) -> tuple[Config, Path]:
-    from landuse.report.html import build_report
-
     work = tmp_path / "work"
     make_work_dir(work)
-    config = make_config(repo_root, work)
-    return config, build_report(config)
+    config = make_config(repo_root, work, "report.mlflow=false")
+    result = run_report(config)
+    assert result.status == "ran"
+    return config, result.outputs["report"] / "report.html"
 
 
 def test_report_content_and_self_contained(full_report) -> None:
@@ -204,6 +215,10 @@ def test_report_content_and_self_contained(full_report) -> None:
     assert "curves_Adj-Tri-GCN_PI.png: not a readable PNG" in visible
     manifest = json.loads((path.parent / "_manifest.json").read_text())
     assert manifest["stage"] == "report" and len(manifest["figures"]) == 4
+    assert "mlflow_run_id" not in manifest  # report.mlflow=false
+    # the runner's manifest: the file list, and the fingerprint over the stages the report read
+    assert set(manifest["parts"]) == {"report.html", *manifest["figures"]}
+    assert {"regions", "predictions", "labels"} <= set(manifest["upstream_fingerprints"])
 
 
 def test_error_map_values(full_report) -> None:
@@ -224,7 +239,10 @@ def test_report_with_only_required_tables(tmp_path: Path, repo_root: Path) -> No
 
     work = tmp_path / "work"
     make_work_dir(work, optional=False)
-    path = build_report(make_config(repo_root, work))
+    built = build_report(make_config(repo_root, work), tmp_path / "out")  # into the given dir only
+    path = built.path
+    assert path == tmp_path / "out" / "report.html" and not (work / "report").exists()
+    assert built.figures == ["dominant_predicted.png", "entropy.png"] and built.missing
     text = path.read_text()
     page = Page(text)
     check_self_contained(text, page)
@@ -236,15 +254,15 @@ def test_report_with_only_required_tables(tmp_path: Path, repo_root: Path) -> No
 
 
 def test_report_replaces_previous_figures(tmp_path: Path, repo_root: Path) -> None:
-    """A rebuilt report never keeps a figure of an earlier one (the directory is swapped atomically)."""
-    from landuse.report.html import build_report
-
+    """A rebuilt report never keeps a figure of an earlier one (the runner swaps the directory atomically)."""
     work = tmp_path / "work"
     make_work_dir(work)
-    config = make_config(repo_root, work)
-    build_report(config)
-    shutil.rmtree(config.tables_dir / "labels")
-    path = build_report(config)
+    config = make_config(repo_root, work, "report.mlflow=false")
+    assert run_report(config).status == "ran"
+    shutil.rmtree(config.tables_dir / "labels")  # an optional upstream output went away: the report reruns
+    result = run_report(config)
+    assert result.status == "ran"
+    path = result.outputs["report"] / "report.html"
     assert not (path.parent / "error_l1.png").exists()
     assert not list(path.parent.parent.glob(".staging-*")) and not list(path.parent.parent.glob(".old-*"))
 
@@ -257,10 +275,10 @@ def test_required_table_missing_is_one_line_error(tmp_path: Path, repo_root: Pat
     make_work_dir(work, optional=False)
     shutil.rmtree(work / "tables" / table)
     with pytest.raises(ConfigError) as info:
-        build_report(make_config(repo_root, work))
+        build_report(make_config(repo_root, work), tmp_path / "out")
     message = str(info.value)
     assert f"table {table} not found" in message and command in message and "\n" not in message
-    assert not (work / "report").exists()
+    assert not (tmp_path / "out" / "report.html").exists()
 
 
 def test_entrypoint_errors_without_predictions(tmp_path: Path, repo_root: Path, capsys, monkeypatch) -> None:
@@ -306,6 +324,37 @@ def test_entrypoint_builds_and_logs_to_mlflow(tmp_path: Path, repo_root: Path, c
     assert "dominant_true_vs_predicted.png" in figures and "entropy.png" in figures
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="report.html", dst_path=str(tmp_path / "dl"))
     assert Path(local).read_text() == (work / "report" / "report.html").read_text()
+
+
+def test_unchanged_report_is_skipped_and_not_rewritten(tmp_path: Path, repo_root: Path, capsys, monkeypatch) -> None:
+    """`landuse run report` on unchanged inputs: status unchanged, the committed page untouched; a new
+    prediction (predict's fingerprint) or a new zero-shot table (the stage's extra) rebuilds it."""
+    from landuse.entrypoints.report import main
+
+    monkeypatch.chdir(repo_root)
+    work = tmp_path / "work"
+    make_work_dir(work)
+    argv = ["--config", "conf/synthetic_shenzhen.yaml", f"work_dir={work}", "--no-mlflow"]
+    page = work / "report" / "report.html"
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"report: {page}" in out and f"report: ran report -> {page.parent}" in out
+    assert "logged to MLflow" not in out
+    before = (page.stat().st_ino, page.stat().st_mtime_ns, page.read_bytes())
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"report: unchanged report -> {page.parent}" in out and "unchanged since the last run" in out
+    assert (page.stat().st_ino, page.stat().st_mtime_ns, page.read_bytes()) == before
+
+    predictions = work / "tables" / "predictions"
+    write_manifest(predictions, {**json.loads((predictions / "_manifest.json").read_text()), "fingerprint": "predict-2"})
+    assert main(argv) == 0
+    assert f"report: ran report -> {page.parent}" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert f"report: unchanged report -> {page.parent}" in capsys.readouterr().out
+    write_manifest(_mkdir(work / "tables" / "zeroshot_text"), {"stage": "zeroshot", "method": "text"})
+    assert main(argv) == 0
+    assert f"report: ran report -> {page.parent}" in capsys.readouterr().out
 
 
 # --- headless Chromium (Debian package `chromium`) ---

@@ -76,7 +76,7 @@ def build(tmp_path: Path, repo_root: Path, methods: dict[str, bool], optional: b
     make_work_dir(work, optional=optional)
     for method, copy in methods.items():
         add_zeroshot(work, method, copy_supervised=copy)
-    return work, build_report(make_config(repo_root, work))
+    return work, build_report(make_config(repo_root, work), tmp_path / "report").path
 
 
 def test_zeroshot_maps_and_comparison(tmp_path: Path, repo_root: Path) -> None:
@@ -133,7 +133,7 @@ def test_zeroshot_table_missing_classes_is_listed(tmp_path: Path, repo_root: Pat
     make_work_dir(work, optional=False)
     table = add_zeroshot(work, "text").drop(columns=[CLASSES[0]])
     write_table(work / "tables", "zeroshot_text", table, {"stage": "zeroshot"})
-    visible = Page(build_report(make_config(repo_root, work)).read_text()).visible()
+    visible = Page(build_report(make_config(repo_root, work), tmp_path / "report").path.read_text()).visible()
     assert f"zero-shot text: table zeroshot_text lacks column(s) {CLASSES[0]}" in visible
     assert "landuse run zeroshot --method text" in visible
 

@@ -49,7 +49,7 @@ def trained(spark, tmp_path_factory, repo_root: Path, monkeypatch_module):
     work = tmp_path_factory.mktemp("new-regions")
     overrides = [f"work_dir={work}", *FAST]
     config = load_config(repo_root / CONFIG, overrides)
-    run_pipeline(config, STAGES)
+    run_pipeline(config, STAGES, until="assemble")
     argv = ["--config", CONFIG, *overrides]
     assert train_main(argv) == 0
     return argv, config
@@ -203,7 +203,7 @@ def test_a_coarser_partition_is_embedded_and_scored(trained, tmp_path, capsys) -
     table = pq.read_table(derived / "tables" / "predictions").to_pandas()
     assert len(table) == n_blocks and sorted(table["region_id"]) == sorted(cells["block_id"].unique())
     np.testing.assert_allclose(table[CLASSES].sum(axis=1), 1.0, atol=1e-5)
-    geojson = derived / "predictions.geojson"
+    geojson = derived / "maps" / "predictions" / "predictions.geojson"
     features = json.loads(geojson.read_text())["features"]
     assert len(features) == n_blocks and {f["properties"]["region_id"] for f in features} == set(table["region_id"])
     assert str(geojson) in out

@@ -18,7 +18,7 @@ from landuse.config import load_config
 from landuse.data.reader import load_graph
 from landuse.constants import LANDUSE_CLASSES
 from landuse.manifest import read_manifest
-from landuse.runner import run_pipeline
+from landuse.runner import plan, run_pipeline
 from landuse.stages import STAGES
 
 
@@ -34,7 +34,7 @@ def synthetic_run(request, spark, tmp_path_factory, repo_root: Path, monkeypatch
         repo_root / f"conf/synthetic_{request.param}.yaml",
         [f"work_dir={work}", "synth.scale=tiny", "spark.shuffle_partitions=2"],
     )
-    results = run_pipeline(config, STAGES)
+    results = run_pipeline(config, STAGES, until="assemble")
     return request.param, config, results
 
 
@@ -46,7 +46,9 @@ def monkeypatch_module():
 
 def test_all_stages_ran(synthetic_run) -> None:
     _, _, results = synthetic_run
-    assert [(r.name, r.status) for r in results] == [(name, "ran") for name in STAGES]
+    # the data stages; pretrain only runs when H_img comes from the encoder (embeddings.image.source)
+    assert [(r.name, r.status) for r in results] == [(name, "disabled" if name == "pretrain" else "ran")
+                                                     for name in plan(STAGES, "assemble")]
 
 
 def test_labels_equal_ground_truth(synthetic_run) -> None:
@@ -95,7 +97,7 @@ def test_regions_and_edges(synthetic_run) -> None:
 
 def test_second_run_skips_everything(synthetic_run) -> None:
     _, config, _ = synthetic_run
-    again = run_pipeline(config, STAGES)
+    again = run_pipeline(config, STAGES, until="assemble")
     assert {r.status for r in again} == {"unchanged"}
 
 
@@ -105,7 +107,7 @@ def test_nyc_manhattan_stages(spark, shared_data: Path, repo_root: Path, tmp_pat
         repo_root / "conf/nyc_manhattan.yaml",
         [f"work_dir={tmp_path}", f"vars.data_root={shared_data / 'nyc_manhattan'}", "spark.shuffle_partitions=2"],
     )
-    results = run_pipeline(config, STAGES)
+    results = run_pipeline(config, STAGES, until="assemble")
     assert {r.name: r.status for r in results}["labels"] == "ran"
     labels = table(config, "labels")
     assert len(labels) == 180 and sorted(labels["region_id"]) == list(range(180))
@@ -195,19 +197,23 @@ def test_pretrain_command_resumes_and_feeds_assemble(synthetic_run, repo_root: P
     conf = str(repo_root / f"conf/synthetic_{profile}.yaml")
     overrides = [f"work_dir={base.work_dir}", "synth.scale=tiny", "spark.shuffle_partitions=2"]
     # its own MLflow experiment: the training test below counts the runs of the default one
-    common = ["--config", conf, *overrides, "mlflow.experiment=pretrain-e2e", "--batch-size", "16"]
+    common = ["--config", conf, *overrides, "mlflow.experiment=pretrain-e2e", "embeddings.image.source=encoder",
+              "--batch-size", "16"]
     assert pretrain_main([*common, "--epochs", "2"]) == 0
-    ckpts = sorted(p.name for p in (base.work_dir / "checkpoints" / "pretrain").glob("epoch-*.pt"))
+    (ckpt_dir,) = (base.work_dir / "checkpoints" / "pretrain").iterdir()  # one directory per set of settings
+    ckpts = sorted(p.name for p in ckpt_dir.glob("epoch-*.pt"))
     assert ckpts == ["epoch-0001.pt", "epoch-0002.pt"]
     assert pretrain_main([*common, "--epochs", "3"]) == 0  # resumes: only epoch 3 is trained
     assert "3 epoch(s)" in capsys.readouterr().out
     # other augmentation settings cannot continue these checkpoints; bad values are one-line errors
-    assert pretrain_main([*common, "--epochs", "4", "--jitter-gain", "0.2"]) == 2
+    # (the default directory follows the settings, so this only happens with an explicit --checkpoint-dir)
+    assert pretrain_main([*common, "--epochs", "4", "--jitter-gain", "0.2", "--checkpoint-dir", str(ckpt_dir)]) == 2
     assert "other settings" in capsys.readouterr().err
     assert pretrain_main([*common, "--band-dropout", "1.5"]) == 2
     assert "pretrain.band_dropout: must be a probability in [0, 1], got 1.5" in capsys.readouterr().err
     # the manifest records the hash of the settings that wrote it (flags are pretrain.* overrides)
-    ran = load_config(conf, overrides + ["mlflow.experiment=pretrain-e2e", "pretrain.batch_size=16", "pretrain.epochs=3"])
+    ran = load_config(conf, overrides + ["mlflow.experiment=pretrain-e2e", "embeddings.image.source=encoder",
+                                         "pretrain.batch_size=16", "pretrain.epochs=3"])
     manifest = read_manifest(base.tables_dir / "image_embeddings")
     assert manifest["config_hash"] == ran.section_hash(*PRETRAIN_CONFIG_KEYS)
 
@@ -299,7 +305,7 @@ def test_training_tracking_registry_predict(synthetic_run, repo_root: Path) -> N
     np.testing.assert_allclose(pred[list(LANDUSE_CLASSES)].sum(axis=1), 1.0, atol=1e-5)
     assert set(pred["dominant_class"]) <= set(LANDUSE_CLASSES)
     assert ((pred["entropy_norm"] >= 0) & (pred["entropy_norm"] <= 1 + 1e-9)).all()
-    geojson = json.loads((config.work_dir / "predictions.geojson").read_text())
+    geojson = json.loads((config.work_dir / "maps" / "predictions" / "predictions.geojson").read_text())
     assert len(geojson["features"]) == len(pred)
 
     # planned vs actual from the champion's predictions, then the HTML report over everything
@@ -313,7 +319,7 @@ def test_training_tracking_registry_predict(synthetic_run, repo_root: Path) -> N
     truth = pd.read_csv(config.synth.dir / "truth/planned_deviations.csv")
     scores = precision_recall(flags, truth)
     assert scores["tp"] + scores["fn"] == int(truth["deviation"].sum())
-    assert (config.work_dir / "monitoring_deviations.png").stat().st_size > 0
+    assert (config.work_dir / "maps" / "monitoring" / "monitoring_deviations.png").stat().st_size > 0
     assert report_main(["--config", str(repo_root / f"conf/synthetic_{profile}.yaml"), *overrides]) == 0
     html = (config.work_dir / "report" / "report.html").read_text()
     assert "Adj-Tri-GCN" in html and "data:image/png;base64," in html

@@ -29,7 +29,7 @@ def small_graph(spark, tmp_path_factory, repo_root: Path):
         mp.chdir(repo_root)
         config = load_config(repo_root / "conf/synthetic_shenzhen.yaml",
                              [f"work_dir={work}", "spark.shuffle_partitions=4"])
-        run_pipeline(config, STAGES)
+        run_pipeline(config, STAGES, until="assemble")
     return config, load_graph(config.tables_dir, classes=list(config.labels.classes), edges=())
 
 

@@ -230,6 +230,29 @@ def test_parse_embeddings() -> None:
             parse_embeddings(bad)
 
 
+def test_flags_are_benchmark_embeddings_overrides(repo_root: Path, tmp_path: Path) -> None:
+    """--labels / --embeddings / --splits / --no-mlflow set benchmark_embeddings keys (merged with the config's
+    own extra tables; a trailing key=value wins); the stage hashes the labels and embedding files."""
+    from landuse.config import load_config
+    from landuse.entrypoints.benchmark_embeddings import build_parser, overrides
+    from landuse.stages import STAGES
+
+    conf = tmp_path / "b.yaml"
+    conf.write_text(f"extends: {repo_root / 'conf/nyc_manhattan.yaml'}\n"
+                    f"benchmark_embeddings: {{embeddings: {{own: {tmp_path / 'own.parquet'}}}}}\n")
+    args = build_parser().parse_args(["--config", str(conf), "--labels", str(tmp_path / "l.csv"), "--embeddings",
+                                      f"a={tmp_path / 'a.parquet'}", "--splits", "3", "--no-mlflow",
+                                      "benchmark_embeddings.splits=4"])
+    config = load_config(args.config, [*overrides(args), *args.overrides], check_inputs=False)
+    cfg = config.benchmark_embeddings
+    assert cfg.enabled and not cfg.mlflow and cfg.splits == 4 and cfg.labels == tmp_path / "l.csv"
+    assert dict(cfg.embeddings) == {"own": tmp_path / "own.parquet", "a": tmp_path / "a.parquet"}
+    assert STAGES["benchmark-embeddings"].inputs(config) == [tmp_path / "l.csv", tmp_path / "own.parquet",
+                                                            tmp_path / "a.parquet"]
+    plain = load_config(conf, check_inputs=False)
+    assert not plain.benchmark_embeddings.enabled and not STAGES["benchmark-embeddings"].enabled(plain)
+
+
 @pytest.fixture(scope="module")
 def nyc_tables(spark, shared_data: Path, repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """The NYC mh-180 pipeline (short Doc2Vec, no image patches) into a temporary work dir; its overrides."""
@@ -242,7 +265,7 @@ def nyc_tables(spark, shared_data: Path, repo_root: Path, tmp_path_factory: pyte
                  "embeddings.poi.epochs=20", "embeddings.image.patches=false"]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(repo_root)
-        run_pipeline(load_config(repo_root / "conf/nyc_manhattan.yaml", overrides), STAGES)
+        run_pipeline(load_config(repo_root / "conf/nyc_manhattan.yaml", overrides), STAGES, until="assemble")
     return overrides
 
 
@@ -286,6 +309,15 @@ def test_benchmark_embeddings_on_nyc(nyc_tables: list[str], repo_root: Path, tmp
     runs = mlflow.search_runs(experiment_names=[config.mlflow.experiment],
                               filter_string="tags.mlflow.runName = 'benchmark-embeddings:nyc_manhattan'")
     assert len(runs) == 1 and runs.iloc[0]["tags.best_embedding"] in set(ours.index)
+    assert f"benchmark-embeddings: ran benchmark-embeddings -> {results}" in out
+
+    # the same settings, files and tables: skipped by the runner, the committed tables printed again
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert f"benchmark-embeddings: unchanged benchmark-embeddings -> {results}" in again
+    assert "| MVURE | published |" in again and "Our best embedding (mean R²)" in again
+    assert len(mlflow.search_runs(experiment_names=[config.mlflow.experiment],
+                                  filter_string="tags.mlflow.runName = 'benchmark-embeddings:nyc_manhattan'")) == 1
 
     # an explicit labels file that does not exist: one line, exit 2
     assert main([*argv, "--labels", str(tmp_path / "absent.csv"), "--no-mlflow"]) == 2

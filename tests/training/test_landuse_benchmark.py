@@ -117,6 +117,12 @@ def test_benchmark_landuse_end_to_end(tmp_path: Path, capsys) -> None:
     emb = pd.read_parquet(results / "embeddings" / "noise.parquet")
     assert len(emb) == SIDE * SIDE and len(emb["vector"].iloc[0]) == 4
     assert "GCN_in skipped" in out and "| ★ **" in (results / "results.md").read_text()
+    assert f"benchmark-landuse: ran benchmark-landuse -> {results}" in out
+    # unchanged settings and tables: skipped by the runner, the committed results printed again
+    assert main(["--config", str(cfg)]) == 0
+    again = capsys.readouterr().out
+    assert f"benchmark-landuse: unchanged benchmark-landuse -> {results}" in again
+    assert again.strip().splitlines()[-1] == last and "GCN_in skipped" in again and "MLflow run" in again
 
 
 def test_a_failing_candidate_keeps_the_others(tmp_path: Path, monkeypatch) -> None:
@@ -136,6 +142,43 @@ def test_a_failing_candidate_keeps_the_others(tmp_path: Path, monkeypatch) -> No
     table = result.table.set_index("model")
     assert table.loc["None [sig+noise]", "status"] == "failed" and "boom" in table.loc["None [sig+noise]", "error"]
     assert table.loc["sig", "status"] == "ok" and result.best["model"] in {"sig", "noise"}
+
+
+def test_stage_with_a_failed_candidate_is_committed_and_retried(tmp_path: Path, monkeypatch) -> None:
+    """The benchmark-landuse stage: off in the pipeline by default; with a failed candidate its results are
+    committed but not reused (the next run retries); a crash keeps the rows done so far beside the output."""
+    from landuse.manifest import read_manifest
+    from landuse.runner import incomplete_path, run_stage
+    from landuse.stages import STAGES
+    from landuse.training import protocol
+
+    cfg = config_file(tmp_path, "  feature_sets: [sig]\n  mlflow: false\n")
+    write_city(tmp_path / "work")
+    stage = STAGES["benchmark-landuse"]
+    assert run_stage(stage, load_config(cfg, check_inputs=False), STAGES).status == "disabled"
+    config = load_config(cfg, ["benchmark.enabled=true", "benchmark.variants=[None]", "benchmark.repeats=2",
+                               "benchmark.probe_epochs=3"], check_inputs=False)
+    out = tmp_path / "work" / "results" / "benchmark_landuse"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom: out of memory")
+
+    monkeypatch.setattr(protocol, "train_split", broken)
+    assert run_stage(stage, config, STAGES).status == "ran"
+    manifest = read_manifest(out)
+    assert manifest["complete"] is False and manifest["failed"] == ["None [sig+noise]"]
+    assert manifest["best"]["model"] == "sig" and manifest["mlflow_run_id"] is None
+    assert run_stage(stage, config, STAGES).status == "ran"  # not reused: the failed candidate gets another try
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(protocol, "train_split", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(stage, config, STAGES, force=True)
+    partial = pd.read_csv(incomplete_path(out) / "results.csv")
+    assert partial["model"].tolist() == ["sig"]  # the probe row finished before the crash
+    assert read_manifest(out)["failed"] == ["None [sig+noise]"]  # the committed output is untouched
 
 
 def test_variant_entries_carry_their_own_options(tmp_path: Path) -> None:

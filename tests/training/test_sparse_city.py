@@ -158,14 +158,34 @@ def test_ablation_skips_flow_variants_then_predict_and_report(city, capsys) -> N
     version = client.get_model_version_by_alias(config.training.registered_model, "champion")
     assert version.tags["variant"] == best and "registered_because" in version.tags
 
+    capsys.readouterr()
     assert predict_main(["--config", str(path)]) == 0
+    printed = capsys.readouterr().out
     predictions = pq.read_table(config.tables_dir / "predictions").to_pandas()
     assert len(predictions) == 60 and np.allclose(predictions[list(CLASSES)].sum(axis=1), 1.0, atol=1e-5)
-    assert read_manifest(config.tables_dir / "predictions")["variant"] == best
+    manifest = read_manifest(config.tables_dir / "predictions")
+    assert manifest["variant"] == best and manifest["extra"]["version"] == str(version.version)
+    geojson = config.work_dir / "maps" / "predictions" / "predictions.geojson"
+    assert f"predict: 60 regions from models:/{config.training.registered_model}@champion -> " \
+           f"{config.tables_dir / 'predictions'} and {geojson}" in printed and "dominant classes: " in printed
+    # the same champion on the same tables: skipped, nothing rewritten, the same summary printed
+    before = geojson.stat().st_mtime_ns
+    assert predict_main(["--config", str(path)]) == 0
+    again = capsys.readouterr().out
+    assert "predict: unchanged predictions ->" in again and f"version {version.version} and tables unchanged" in again
+    assert [line for line in again.splitlines() if line.startswith("dominant classes")] == \
+        [line for line in printed.splitlines() if line.startswith("dominant classes")]
+    assert geojson.stat().st_mtime_ns == before
 
     assert report_main(["--config", str(path), "--no-mlflow"]) == 0
-    html = (config.work_dir / "report" / "report.html").read_text()
+    page = config.work_dir / "report" / "report.html"
+    html = page.read_text()
     assert "Tri-GCN" in html and "GCN_dd" in html
+    before = page.stat().st_mtime_ns
+    capsys.readouterr()
+    assert report_main(["--config", str(path), "--no-mlflow"]) == 0
+    assert f"report: unchanged report -> {page.parent}" in capsys.readouterr().out
+    assert page.stat().st_mtime_ns == before
 
 
 def test_train_falls_back_to_a_runnable_variant(city, caplog) -> None:
@@ -225,16 +245,25 @@ def test_failed_variants_are_recorded_and_the_others_kept(city, monkeypatch) -> 
     failed_child = runs_of(config, "GCN_dd:P")[1][0]  # the newest GCN_dd nested run
     assert failed_child.info.status == "FAILED" and failed_child.data.tags["error"] == "RuntimeError: boom"
 
-    # every variant failing: non-zero exit, the table still written, the parent run FAILED
+    # with a failed variant the results are committed but not reused: the next run retries it
+    from landuse.manifest import read_manifest
+
+    assert read_manifest(config.work_dir / "results/ablation")["complete"] is False
+
+    # every variant failing: non-zero exit, the committed table kept, the failed run's rows beside it, the parent run FAILED
     monkeypatch.setattr(E, "run_protocol", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("all down")))
     assert ablation_main(args) == 2
-    table = E.read_results_csv(config.work_dir / "results/ablation/ablation.csv")
+    table = E.read_results_csv(config.work_dir / "results/ablation.incomplete/ablation.csv")
     assert table["status"].tolist() == ["failed", "failed", "failed", "skipped"]
+    assert E.read_results_csv(config.work_dir / "results/ablation/ablation.csv")["status"].tolist() == \
+        ["ok", "failed", "ok", "skipped"]
     assert runs_of(config, "ablation:")[1][0].info.status == "FAILED"
 
 
 def test_rows_are_written_as_each_variant_finishes(city, monkeypatch) -> None:
-    """An interrupted ablation leaves the finished variants' rows on disk (and no reusable run record)."""
+    """An interrupted ablation leaves the finished variants' rows on disk (and no reusable run record):
+    called directly, in its results dir; as a stage, in ``results/ablation.incomplete`` beside the
+    committed results."""
     _, config = city
     real = E.run_protocol
 
@@ -251,7 +280,15 @@ def test_rows_are_written_as_each_variant_finishes(city, monkeypatch) -> None:
     table = E.read_results_csv(out / "ablation.csv")
     assert table["variant"].tolist() == ["None", "GCN_in"] and table["status"].tolist() == ["ok", "skipped"]
     assert "| None |" in (out / "ablation.md").read_text() and not (out / "run.json").exists()
-    assert E.previous_result(cfg, "ablation") is None
+
+    from landuse.runner import run_stage
+    from landuse.stages import STAGES
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(STAGES["ablation"], cfg, STAGES, force=True)
+    aside = config.work_dir / "results/ablation.incomplete"
+    assert E.read_results_csv(aside / "ablation.csv")["variant"].tolist() == ["None", "GCN_in"]
+    assert not (aside / "run.json").exists()
 
 
 def config_path(config) -> Path:

@@ -144,9 +144,19 @@ def write_city_tables(tables: Path, graph: GraphData, classes: list[str]) -> Non
     }.items():
         (tables / name).mkdir(parents=True)
         pq.write_table(pa.table(frame), tables / name / "part-00000.parquet")
+    commit_as_assemble(tables, "tables-1")
 
 
-def test_entry_point_writes_table_plot_and_mlflow(tmp_path, repo_root, monkeypatch) -> None:
+def commit_as_assemble(tables: Path, fingerprint: str) -> None:
+    """Manifests of an assemble run on node_features and edges_flow (the transfer stage reads the assemble
+    stage's outputs; their fingerprints, the target's and the source's, are part of its own)."""
+    from landuse.manifest import write_manifest
+
+    for name in ("node_features", "edges_flow"):
+        write_manifest(tables / name, {"stage": "assemble", "output": name, "fingerprint": fingerprint})
+
+
+def test_entry_point_writes_table_plot_and_mlflow(tmp_path, repo_root, monkeypatch, capsys) -> None:
     import mlflow
 
     from landuse.entrypoints.transfer import main
@@ -156,19 +166,33 @@ def test_entry_point_writes_table_plot_and_mlflow(tmp_path, repo_root, monkeypat
     write_city_tables(tmp_path / "src" / "tables", city_graph(120, seed=1), classes)
     write_city_tables(tmp_path / "tgt" / "tables", city_graph(80, seed=2), classes)
     uri = f"sqlite:///{tmp_path}/m.db"
-    code = main(["--config", "conf/synthetic_london.yaml", "--source-config", "conf/synthetic_shenzhen.yaml",
-                 "--source-set", f"work_dir={tmp_path}/src", "--source-set", "training.epochs=10",
-                 "--fractions", "0.2,0.6", "--splits", "2",
-                 f"work_dir={tmp_path}/tgt", f"mlflow.tracking_uri={uri}", "training.epochs=10",
-                 "training.progress=false", "training.device=cpu"])
+    argv = ["--config", "conf/synthetic_london.yaml", "--source-config", "conf/synthetic_shenzhen.yaml",
+            "--source-set", f"work_dir={tmp_path}/src", "--source-set", "training.epochs=10",
+            "--fractions", "0.2,0.6", "--splits", "2",
+            f"work_dir={tmp_path}/tgt", f"mlflow.tracking_uri={uri}", "training.epochs=10",
+            "training.progress=false", "training.device=cpu"]
+    code = main(argv)
     assert code == 0
     out = tmp_path / "tgt" / "results" / "transfer"
+    stdout = capsys.readouterr().out
+    assert "| 20% | transfer |" in stdout and f"transfer: ran transfer -> {out}" in stdout
+    assert "run transfer:synthetic_shenzhen->synthetic_london)" in stdout
+    # unchanged settings, source config and tables: skipped, the committed table printed again
+    before = (out / "transfer.csv").read_text()
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert f"transfer: unchanged transfer -> {out}" in stdout and "| 20% | transfer |" in stdout
+    assert (out / "transfer.csv").read_text() == before
+    # new source tables: the transfer reruns
+    commit_as_assemble(tmp_path / "src" / "tables", "tables-2")
+    assert main(argv) == 0 and f"transfer: ran transfer -> {out}" in capsys.readouterr().out
     table = pd.read_csv(out / "transfer.csv")
     assert list(table["method"]) == ["scratch", "transfer"] * 2 and list(table["fraction"]) == [0.2, 0.2, 0.6, 0.6]
     assert "| 20% | transfer |" in (out / "transfer.md").read_text()
     assert (out / "transfer_kl.png").stat().st_size > 1000
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert sum(r.info.run_name == "transfer:synthetic_shenzhen->synthetic_london" for r in runs) == 2
     run = next(r for r in runs if r.info.run_name == "transfer:synthetic_shenzhen->synthetic_london")
     assert run.data.tags["features"] == "image,geo" and run.data.params["training.epochs"] == "10"
     assert {"scratch_kl", "transfer_kl", "source_val_kl"} <= set(run.data.metrics)
@@ -197,7 +221,7 @@ def test_transfer_flags_equal_key_value_overrides(repo_root) -> None:
     assert TransferConfig().fractions == (0.1, 0.3, 0.5, 0.7, 0.9) and TransferConfig().features == ("image", "geo")
     assert TransferConfig().splits is None and TransferConfig().source_config == ()
     parser = build_parser()
-    assert {a.dest for a in parser._actions} - {"help", "config", "overrides"} == set(SETTINGS)
+    assert {a.dest for a in parser._actions} - {"help", "config", "force", "overrides"} == set(SETTINGS)
     conf = str(repo_root / "conf/synthetic_london.yaml")
     args = parser.parse_args(["--config", conf, "--source-config", "conf/synthetic_shenzhen.yaml",
                               "--source-config", "conf/extra.yaml", "--source-set", "work_dir=work/src",

@@ -56,6 +56,15 @@ def toy_graph_tables(tables: Path) -> None:
     }.items():
         (tables / name).mkdir(parents=True)
         pq.write_table(pa.table(frame), tables / name / "part-00000.parquet")
+    commit_as_assemble(tables, "toy-tables")
+
+
+def commit_as_assemble(tables: Path, fingerprint: str) -> None:
+    """Give node_features the manifest of an assemble run (the tune stage reads the assemble stage's output;
+    its fingerprint is part of tune's)."""
+    from landuse.manifest import write_manifest
+
+    write_manifest(tables / "node_features", {"stage": "assemble", "output": "node_features", "fingerprint": fingerprint})
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +93,13 @@ def setup(tables: Path, tmp_path: Path, mlflow_db: Path, request) -> tuple[Path,
     """(config file, base overrides) of a fresh work dir holding a copy of the tables, its own MLflow experiment."""
     work = tmp_path / "work"
     shutil.copytree(tables, work / "tables")
+    # the raw regions are never read (the tables are pre-built); a regions source puts the model stages in the DAG
+    (tmp_path / "regions.geojson").write_text('{"type": "FeatureCollection", "features": []}\n')
     path = tmp_path / "tune.yaml"
     path.write_text(
         "name: tune-test\nseed: 3\nlog_level: WARNING\n"
         f"work_dir: {work}\n"
+        f"inputs: {{regions: {{adapter: polygons, path: {tmp_path / 'regions.geojson'}}}}}\n"
         f"mlflow: {{tracking_uri: 'sqlite:///{mlflow_db}', experiment: {request.node.name}}}\n"
         "training: {features: [poi, geo], epochs: 12, splits: 3, lr: 0.01, progress: false, device: cpu,\n"
         "           registered_model: tune-test-model}\n"
@@ -161,6 +173,53 @@ def test_grid_search_end_to_end(setup, capsys, monkeypatch) -> None:
     assert version.tags["selected_by"] == "tune" and version.tags["variant"] == "GCN_adj"
     assert version.tags["registered_because"].startswith("selected by landuse run tune")
     assert float(version.tags["tune_lr"]) == argmin["lr"] and version.tags["tune_run_id"] == parent.info.run_id
+
+
+def test_unchanged_search_is_skipped_and_a_changed_setting_reruns(setup, capsys, monkeypatch) -> None:
+    """The runner is the one skip path: a second `landuse run tune` with the same config and tables prints
+    the committed results (same best.json, same last line) without searching; a changed tune setting, or
+    changed tables, search again. ``tune.enabled`` (default false) only decides whether the pipeline runs it."""
+    from landuse.entrypoints.tune import main
+    from landuse.manifest import read_manifest
+    from landuse.runner import run_stage
+    from landuse.stages import STAGES
+
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    path, _ = setup
+    one = ["tune.variants=[GCN_adj]", "tune.lr=[0.03]", "tune.dropout=[0.0]", "tune.weight_decay=[0.0]",
+           "tune.width=[1.0]"]  # one trial
+    config = load_config(path, one)
+    assert not config.tune.enabled and run_stage(STAGES["tune"], config, STAGES).status == "disabled"
+    out = config.work_dir / "results" / "tune"
+
+    def tune(*extra: str) -> tuple[list[str], str]:
+        assert main(["--config", str(path), *one, *extra]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        return lines, (out / "best.json").read_text()
+
+    def parents() -> int:
+        return sum(r.info.run_name == "tune:tune-test" for r in mlflow_runs(config)[1])
+
+    first, best = tune()
+    assert f"tune: ran tune -> {out}" in first and first[-1].startswith("best_variant=GCN_adj ")
+    manifest = read_manifest(out)
+    assert manifest["stage"] == "tune" and manifest["trials"] == 1 and manifest["summary_line"] == first[-1]
+    assert manifest["registered"]["version"] == json.loads(best)["final"]["model"]["version"]
+    assert parents() == 1
+
+    again, best_again = tune()
+    assert f"tune: unchanged tune -> {out}" in again and "tune: ran tune" not in "\n".join(again)
+    assert best_again == best and again[-1] == first[-1]  # the summary line read back from best.json
+    assert "### Model selection: tune-test" in "\n".join(again) and "tune: registered" not in "\n".join(again)
+    assert parents() == 1  # no second search
+
+    changed, best_changed = tune("tune.dropout=[0.1]")
+    assert f"tune: ran tune -> {out}" in changed and json.loads(best_changed)["setting"]["dropout"] == 0.1
+    assert changed[-1].startswith("best_variant=GCN_adj ") and " dropout=0.1 " in changed[-1]
+    assert parents() == 2
+
+    commit_as_assemble(config.tables_dir, "other-tables")  # new assembled tables: search again
+    assert f"tune: ran tune -> {out}" in tune("tune.dropout=[0.1]")[0] and parents() == 3
 
 
 def test_failed_trial_is_recorded_and_search_continues(setup, monkeypatch) -> None:

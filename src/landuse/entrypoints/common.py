@@ -10,12 +10,15 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from landuse.config import Config, ConfigError, iter_input_paths, load_config, override_item
 from landuse.errors import CorruptInputError
 from landuse.logs import setup_logging
 from landuse.spark.session import SessionError, disable_telemetry
+
+if TYPE_CHECKING:
+    from landuse.runner import StageResult
 
 log = logging.getLogger("landuse")
 
@@ -279,21 +282,40 @@ def guarded(body: Callable[[], int]) -> int:
         return 2
 
 
-def stage_main(stage_name: str, argv: list[str] | None) -> int:
-    """Entry point body shared by every stage module: parse argv, run the one stage."""
+def stage_main(
+    stage_name: str,
+    argv: list[str] | None,
+    *,
+    parser: argparse.ArgumentParser | None = None,
+    overrides: Callable[[argparse.Namespace], Sequence[str]] = lambda args: (),
+    summary: Callable[[Config, "StageResult"], None] | None = None,
+) -> int:
+    """Entry point body shared by every stage: parse argv, run the one stage through the runner.
+
+    ``parser``: a stage's own parser (built with :func:`add_config_args`) when it has settings flags;
+    ``overrides`` turns those flags into ``key=value`` config overrides (a trailing ``key=value``
+    wins); ``summary`` prints what the stage produced, read from its committed outputs (also when
+    the stage was skipped as unchanged).
+    """
     from landuse.runner import run_stage
     from landuse.stages import STAGES
 
-    parser = argparse.ArgumentParser(prog=f"landuse run {stage_name}", description=STAGES[stage_name].description)
-    add_config_args(parser)
+    if parser is None:
+        parser = argparse.ArgumentParser(prog=f"landuse run {stage_name}", description=STAGES[stage_name].description)
+        add_config_args(parser)
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from landuse.locks import work_dir_lock
+        from landuse.locks import stage_lock
 
-        config = load_from_args(args)
-        with work_dir_lock(config, command=f"landuse run {stage_name}"):
+        config = load_from_args(args, overrides(args))
+        with stage_lock(config, stage_name, command=f"landuse run {stage_name}"):
             result = run_stage(STAGES[stage_name], config, STAGES, force=args.force)
+        if result.status == "disabled":
+            print(f"{stage_name}: disabled by config ({STAGES[stage_name].description})")
+            return 0
+        if summary is not None:
+            summary(config, result)
         for name, path in result.outputs.items():
             print(f"{stage_name}: {result.status} {name} -> {path}")
         return 0

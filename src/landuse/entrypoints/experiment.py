@@ -1,38 +1,26 @@
-"""Entry-point body shared by ``train``, ``ablation`` and ``fusion`` (see landuse.training.experiments)."""
+"""Entry-point body shared by ``train``, ``ablation`` and ``fusion`` (see landuse.stages.experiments)."""
 
 from __future__ import annotations
 
-import argparse
+import json
 
-from landuse.entrypoints.common import add_config_args, guarded, load_from_args
-
-DESCRIPTIONS = {
-    "train": "train training.variant on training.features over K splits; log, register (champion if better)",
-    "ablation": "the thesis ablation: every variant of training.variants; table as CSV + Markdown, MLflow",
-    "fusion": "the fusion ablation M_P, M_PI, M_PIG, M_PIGF (training.fusion) with training.variant",
-}
+from landuse.entrypoints.common import stage_main
 
 
 def experiment_main(kind: str, argv: list[str] | None) -> int:
-    """Parse ``--config ... [key=value ...]``, run the experiment, print its Markdown table."""
-    from landuse.training.experiments import run_experiment
+    """Parse ``--config ... [key=value ...]``, run the experiment stage, print its Markdown table."""
 
-    parser = argparse.ArgumentParser(prog=f"landuse run {kind}", description=DESCRIPTIONS[kind])
-    add_config_args(parser)
-    args = parser.parse_args(argv)
-
-    def body() -> int:
-        from landuse.locks import work_dir_lock
-
-        config = load_from_args(args)
-        with work_dir_lock(config, command=f"landuse run {kind}"):  # one writer per work dir
-            _, md_path, model = run_experiment(config, kind, force=args.force)
-        print(md_path.read_text())
-        print(f"{kind}: tables -> {md_path.parent}; MLflow -> {config.mlflow_uri} (experiment {config.mlflow.experiment})")
-        if model and model.get("version"):
+    def summary(config, result) -> None:  # config: landuse.config.Config; result: landuse.runner.StageResult
+        out = result.outputs[kind]
+        print((out / f"{kind}.md").read_text())
+        if result.status == "unchanged":
+            print(f"{kind}: training config and input tables unchanged since the last run; its results stand "
+                  "(--force retrains)")
+        print(f"{kind}: tables -> {out}; MLflow -> {config.mlflow_uri} (experiment {config.mlflow.experiment})")
+        model = json.loads((out / "run.json").read_text()).get("model") or {}
+        if result.status == "ran" and model.get("version"):
             state = "new champion" if model["champion"] else "champion unchanged"
             print(f"{kind}: registered {config.training.registered_model} v{model['version']} "
                   f"(val KL {model['val_kl']:.5f}, {state})")
-        return 0
 
-    return guarded(body)
+    return stage_main(kind, argv, summary=summary)

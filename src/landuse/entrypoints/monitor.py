@@ -1,45 +1,27 @@
-"""``landuse run monitor``: planned vs actual land use (see landuse.monitoring)."""
+"""``landuse run monitor``: the monitor stage (landuse.stages.monitor), planned vs actual land use.
+
+Enabled when the config has ``inputs.planned`` (its adapter and options are checked by
+:func:`landuse.monitoring.run.planned_options`, one-line errors); reads ``tables/predictions``
+(``landuse run predict``).
+"""
 
 from __future__ import annotations
 
-import argparse
+from landuse.entrypoints.common import stage_main
 
-from landuse.entrypoints.common import add_config_args, guarded, load_from_args
 
-ADAPTER = "planned_polygons"
-OPTIONS = ("class_column", "id_column", "crs", "class_map_path")
+def summary(config, result) -> None:  # config: landuse.config.Config; result: landuse.runner.StageResult
+    """Print the counts from the committed flag table's manifest (also when skipped as unchanged)."""
+    from landuse.manifest import read_manifest
+    from landuse.monitoring.run import GEOJSON_FILE, MAP_FILE, MAPS_OUTPUT, T_MONITORING
+
+    table = result.outputs[T_MONITORING]
+    facts = read_manifest(table) or {}
+    maps = result.outputs[MAPS_OUTPUT]
+    print(f"monitor: {facts.get('flagged')} of {facts.get('planned_regions')} planned regions depart from the plan "
+          f"(threshold {facts.get('threshold')}) -> {table}, {maps / MAP_FILE}, {maps / GEOJSON_FILE}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """``landuse run monitor --config conf/X.yaml [key=value ...]`` (needs ``landuse run predict`` first)."""
-    parser = argparse.ArgumentParser(prog="landuse run monitor",
-                                     description="flag regions whose predicted dominant use departs from the plan")
-    add_config_args(parser)
-    args = parser.parse_args(argv)
-
-    def body() -> int:
-        from landuse.config import ConfigError
-        from landuse.monitoring.run import run_monitoring
-
-        config = load_from_args(args)
-        source = config.inputs.planned
-        if source is None:
-            raise ConfigError("inputs.planned: required by monitor ({adapter: planned_polygons, path: ..., "
-                              "options: {class_column: ...}})")
-        if source.adapter != ADAPTER:
-            raise ConfigError(f"inputs.planned.adapter: {source.adapter!r} is not {ADAPTER}")
-        opts = dict(source.options)
-        unknown = sorted(set(opts) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(f"inputs.planned.options.{unknown[0]}: unknown option (allowed: {', '.join(OPTIONS)})")
-        if not opts.get("class_column"):
-            raise ConfigError("inputs.planned.options.class_column: required (the column holding the planned class)")
-        summary = run_monitoring(config.tables_dir, config.driver_dir, source.path, opts["class_column"],
-                                 list(config.labels.classes), threshold=config.monitoring.threshold,
-                                 id_column=opts.get("id_column"), crs=opts.get("crs"),
-                                 class_map_path=opts.get("class_map_path"))
-        print(f"monitor: {summary['flagged']} of {summary['planned_regions']} planned regions depart from the plan "
-              f"(threshold {summary['threshold']}) -> {summary['table']}, {summary['map']}, {summary['geojson']}")
-        return 0
-
-    return guarded(body)
+    return stage_main("monitor", argv, summary=summary)

@@ -1,5 +1,10 @@
-"""``landuse run predict --model URI`` (see landuse.training.predict); with ``--regions FILE`` it embeds
-and scores regions that were not in the training run (see landuse.serving.new_regions)."""
+"""``landuse run predict [--model URI]``: the predict stage (landuse.stages.predict); with ``--regions FILE``
+it embeds and scores regions that were not in the training run (see landuse.serving.new_regions).
+
+``--model`` is the override ``predict.model=URI``. The runner skips the stage when the model resolves
+to the same registered version (and artifacts) and the tables are unchanged; the summary is printed
+from the committed outputs either way.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,18 @@ import argparse
 from pathlib import Path
 
 from landuse.config import ConfigError
-from landuse.entrypoints.common import add_config_args, guarded, load_from_args
+from landuse.entrypoints.common import add_config_args, flag_overrides, guarded, load_from_args, stage_main
 from landuse.locks import work_dir_lock
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``landuse run predict --config conf/X.yaml --model models:/landuse-hgcn@champion [--regions NEW.gpkg] [key=value ...]``."""
+def build_parser() -> argparse.ArgumentParser:
+    """The predict command's arguments (``--model`` sets ``predict.model``)."""
     parser = argparse.ArgumentParser(prog="landuse run predict",
                                      description="predicted land-use distributions per region from an MLflow model")
     add_config_args(parser)
     parser.add_argument("--model", default=None,
-                        help="MLflow model URI (models:/NAME@champion, runs:/RUN/model); default: "
-                             "models:/<training.registered_model>@champion")
+                        help="MLflow model URI (models:/NAME@champion, models:/NAME/3, runs:/RUN/model) "
+                             "(predict.model; default: models:/<training.registered_model>@champion)")
     parser.add_argument("--regions", type=Path, default=None, metavar="FILE",
                         help="score regions that were not in the training run: a polygon file (gpkg, shp, GeoJSON, "
                              "GeoParquet), embedded with the training run's fitted models in "
@@ -26,25 +31,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regions-id-column", default=None, metavar="COL",
                         help="id column of --regions (default: the training regions' id column; row_number: "
                              "number them 0..N-1 in file order)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def model_overrides(args: argparse.Namespace) -> list[str]:
+    """``predict.model=URI`` when ``--model`` is given."""
+    return flag_overrides(args, "predict", ("model",))
+
+
+def summary(config, result) -> None:  # config: landuse.config.Config; result: landuse.runner.StageResult
+    """Print the predictions from the committed outputs (also when the stage was skipped as unchanged)."""
+    from landuse.manifest import read_manifest
+    from landuse.storage import read_parquet
+    from landuse.training.predict import DOMINANT, GEOJSON_FILE, MAP_OUTPUT, T_PREDICTIONS
+
+    parquet = result.outputs[T_PREDICTIONS]
+    geojson = result.outputs[MAP_OUTPUT] / GEOJSON_FILE
+    manifest = read_manifest(parquet) or {}
+    dominant = read_parquet(parquet, columns=[DOMINANT]).column(0).to_pandas()
+    counts = dominant.value_counts().to_dict()
+    print(f"predict: {len(dominant)} regions from {manifest.get('model_uri')} -> {parquet} and {geojson}")
+    print("dominant classes: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if result.status == "unchanged":
+        version = (manifest.get("extra") or {}).get("version")
+        print(f"predict: model{f' version {version}' if version else ''} and tables unchanged since the last run; "
+              "its predictions stand (--force rescores)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``landuse run predict --config conf/X.yaml [--model models:/landuse-hgcn@champion] [--regions NEW.gpkg] [key=value ...]``."""
+    args = build_parser().parse_args(argv)
+    if args.regions is None and args.regions_id_column is None:
+        return stage_main("predict", argv, parser=build_parser(), overrides=model_overrides, summary=summary)
 
     def body() -> int:
-        from landuse.training.predict import predict
+        from landuse.training.predict import model_uri
         from landuse.training.tracking import setup_mlflow
 
-        if args.regions_id_column is not None and args.regions is None:
+        if args.regions is None:
             raise ConfigError("--regions-id-column: only with --regions FILE")
-        config = load_from_args(args)
+        config = load_from_args(args, model_overrides(args))
         setup_mlflow(config)
-        uri = args.model or f"models:/{config.training.registered_model}@champion"
-        with work_dir_lock(config, command="landuse run predict"):
-            if args.regions is not None:
-                return _new_regions(config, uri, args)
-            table, parquet, geojson = predict(config, uri)
-        counts = table["dominant_class"].value_counts().to_dict()
-        print(f"predict: {len(table)} regions from {uri} -> {parquet} and {geojson}")
-        print("dominant classes: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        return 0
+        with work_dir_lock(config, command="landuse run predict --regions"):
+            return _new_regions(config, model_uri(config), args)
 
     return guarded(body)
 

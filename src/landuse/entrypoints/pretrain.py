@@ -1,15 +1,9 @@
-"""``landuse run pretrain``: MMGR-style encoder pretraining and H_img from the encoder (``image_embeddings``).
+"""``landuse run pretrain``: the pretrain stage (landuse.stages.pretrain) with its settings as flags.
 
-Reads ``image_patches`` (imagery stage, ``embeddings.image.patches``) and ``poi_regions`` (pois
-stage; with Spark: the POIs are placed on tiles on the executors and only per-tile token counts
-reach the driver, see :func:`landuse.data.patches.poi_tile_tokens`); pretrains an image encoder
-with intra- (two augmentations) and inter-modal (tile vs. its POI set) NT-Xent, or loads an
-external checkpoint (``pretrain.external`` + ``pretrain.band_map``); then encodes every tile and
-pools per region weighted by overlap × valid fraction into ``tables/image_embeddings`` (the
-columns of ``image_features``). Settings are the config's ``pretrain`` section; each flag sets one
-of its keys (``--epochs 5`` is ``pretrain.epochs=5``). The run is tracked in MLflow and resumes
-from the latest checkpoint in ``pretrain.checkpoint_dir``; the ``image_embeddings`` manifest
-records the hash of the settings (``config_hash``), so assemble's fingerprint follows them.
+Settings are the config's ``pretrain`` section; each flag sets one of its keys (``--epochs 5`` is
+``pretrain.epochs=5``). The stage runs when H_img comes from the encoder
+(``embeddings.image.source: encoder``); the runner skips it when its settings and inputs are
+unchanged, and ``assemble`` (and everything after it) reruns when they change.
 """
 
 from __future__ import annotations
@@ -17,12 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
-from dataclasses import asdict, fields
-from pathlib import Path
+from dataclasses import fields
 
 from landuse.config import ConfigError, PretrainConfig
-from landuse.entrypoints.common import add_config_args, flag_overrides, guarded, load_from_args
+from landuse.entrypoints.common import add_config_args, flag_overrides
 from landuse.training.signals import kill_runs_on_sigterm
 
 log = logging.getLogger(__name__)
@@ -63,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add_argument("--seed", type=int, default=None, help="pretraining seed (pretrain.seed; default: the config's seed)")
     flags.add_argument("--device", default=None, help="torch device: cpu, cuda (pretrain.device, cpu)")
     flags.add_argument("--checkpoint-dir", default=None,
-                       help="checkpoints (pretrain.checkpoint_dir; default <work_dir>/checkpoints/pretrain)")
+                       help="checkpoints (pretrain.checkpoint_dir; default <work_dir>/checkpoints/pretrain/<settings hash>)")
     flags.add_argument("--external", default=None, metavar="PATH",
                        help="encoder state_dict to use instead of pretraining (pretrain.external)")
     flags.add_argument("--band-map", default=None, metavar="JSON",
@@ -93,99 +85,25 @@ def settings_overrides(args: argparse.Namespace) -> list[str]:
     return flag_overrides(parsed, "pretrain", SETTINGS)
 
 
+def summary(config, result) -> None:  # config: landuse.config.Config; result: landuse.runner.StageResult
+    """Print the pretraining's outcome from the committed table's manifest."""
+    from landuse.manifest import read_manifest
+    from landuse.training.image_embeddings import T_IMAGE_EMBEDDINGS
+
+    out = result.outputs[T_IMAGE_EMBEDDINGS]
+    facts = read_manifest(out) or {}
+    history = facts.get("loss_history") or []
+    losses = " ".join(f"{v:.4f}" for v in history)
+    external = " (external)" if facts.get("external") else ""
+    print(f"pretrain: {facts.get('tiles')} tiles, encoder {facts.get('encoder')}{external}, "
+          f"{len(history)} epoch(s){' loss ' + losses if history else ''}")
+    print(f"pretrain: image_embeddings {facts.get('rows')} regions ({facts.get('regions_with_image')} with image), "
+          f"{facts.get('dim')}-d -> {out}{' (unchanged)' if result.status == 'unchanged' else ''}")
+
+
 @kill_runs_on_sigterm  # SIGTERM ends the MLflow runs KILLED instead of leaving them RUNNING
 def main(argv: list[str] | None = None) -> int:
     """``landuse run pretrain --config conf/X.yaml [--encoder smallcnn] [--epochs 10] [pretrain.key=value ...]``."""
-    args = build_parser().parse_args(argv)
+    from landuse.entrypoints.common import stage_main
 
-    def body() -> int:
-        import contextlib
-
-        import pyarrow.parquet as pq
-        import torch
-
-        from landuse.data.augment import MultispectralAugment
-        from landuse.data.patches import load_training_patches
-        from landuse.models.encoders import MMGRModel, POISetEncoder, load_external_encoder, make_encoder
-        from landuse.spark.session import build_session
-        from landuse.training.image_embeddings import (
-            PRETRAIN_CONFIG_KEYS, T_IMAGE_EMBEDDINGS, region_image_embeddings, write_image_embeddings,
-        )
-        from landuse.training.pretrain import PretrainSettings, pretrain
-
-        config = load_from_args(args, settings_overrides(args))
-        cfg = config.pretrain
-        if config.inputs.imagery is None:
-            raise ConfigError("inputs.imagery: pretrain needs a raster (and the imagery stage's image_patches)")
-        encoder_kw = dict(cfg.encoder_args)
-        seed = config.seed if cfg.seed is None else cfg.seed
-        torch.manual_seed(seed)
-        level = cfg.poi_level or config.embeddings.poi.level
-        start = time.time()
-        spark = build_session(config)  # the POIs are placed on tiles by Spark (only per-tile counts are collected)
-        try:
-            patches, stride, roles = load_training_patches(config.tables_dir, str(config.inputs.imagery.path), level,
-                                                           spark=spark)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else config.driver_dir / "checkpoints" / "pretrain"
-        # ranges checked by PretrainConfig: no ValueError here
-        augment = MultispectralAugment(crop_scale=(cfg.crop_min, 1.0), gain=cfg.jitter_gain,
-                                       offset=cfg.jitter_offset, band_dropout=cfg.band_dropout)
-        settings = PretrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, tau=cfg.tau,
-                                    w_intra=cfg.w_intra, w_inter=cfg.w_inter, seed=seed)
-        external = str(cfg.external) if cfg.external is not None else ""
-        band_map = json.dumps(dict(cfg.band_map)) if cfg.band_map is not None else ""
-        tracking = contextlib.nullcontext()
-        mlflow = None
-        if cfg.track:
-            import mlflow
-
-            from landuse.training.tracking import setup_mlflow
-
-            setup_mlflow(config)
-            tracking = mlflow.start_run(run_name=f"pretrain-{external and 'external' or cfg.encoder}")
-        with tracking:
-            if external:
-                try:
-                    encoder = load_external_encoder(external, cfg.encoder, dict(cfg.band_map or {}),
-                                                    in_bands=patches.bands, band_roles=roles, **encoder_kw)
-                except (ValueError, TypeError) as exc:
-                    raise ConfigError(f"pretrain.external: {exc}") from None
-                history: list[float] = []
-            else:
-                encoder = make_encoder(cfg.encoder, patches.bands, **encoder_kw)
-                encoder.set_normalization(*patches.band_stats())
-                model = MMGRModel(encoder, POISetEncoder(max(len(patches.vocabulary), 1), pooling=cfg.poi_pooling))
-                model.to(cfg.device)
-                try:
-                    history = pretrain(model, patches.pixels.to(cfg.device), patches.poi_tokens, settings,
-                                       augment=augment, checkpoint_dir=checkpoint_dir, tracker=mlflow)
-                except ValueError as exc:  # a checkpoint written with other settings
-                    raise ConfigError(str(exc)) from None
-                encoder = model.image_encoder.to("cpu")
-            params = {"encoder": cfg.encoder, "encoder_args": json.dumps(encoder_kw), "external": external,
-                      "band_map": band_map, "poi_level": level, "poi_pooling": cfg.poi_pooling,
-                      "tiles": len(patches), "tile_stride": stride, **{k: v for k, v in vars(settings).items()},
-                      **{f"augment_{k}": v for k, v in asdict(augment).items()}}
-            if mlflow is not None:
-                mlflow.log_params({k: str(v) for k, v in params.items()})
-            regions_dir = config.tables_dir / "regions"
-            all_regions = pq.read_table(regions_dir, columns=["region_id"]).column(0).to_numpy() if regions_dir.is_dir() else None
-            table = region_image_embeddings(encoder, config.tables_dir / "image_patches", all_regions=all_regions)
-            # the settings' hash: a changed pretrain setting changes this manifest, so assemble
-            # (whose inputs include it with embeddings.image.source=encoder) reruns
-            out = write_image_embeddings(table, config.tables_dir / T_IMAGE_EMBEDDINGS,
-                                         {**params, "loss_history": history, "checkpoint_dir": str(checkpoint_dir),
-                                          "band_roles": roles, "config_keys": list(PRETRAIN_CONFIG_KEYS),
-                                          "config_hash": config.section_hash(*PRETRAIN_CONFIG_KEYS)})
-            if mlflow is not None:
-                mlflow.log_metric("image_embedding_regions", float(table["has_image"].sum()))
-        losses = " ".join(f"{v:.4f}" for v in history)
-        print(f"pretrain: {len(patches)} tiles, encoder {cfg.encoder}{' (external)' if external else ''}, "
-              f"{len(history)} epoch(s){' loss ' + losses if history else ''}")
-        print(f"pretrain: image_embeddings {len(table)} regions ({int(table['has_image'].sum())} with image), "
-              f"{encoder.out_dim}-d -> {out} in {time.time() - start:.1f}s")
-        return 0
-
-    return guarded(body)
+    return stage_main("pretrain", argv, parser=build_parser(), overrides=settings_overrides, summary=summary)

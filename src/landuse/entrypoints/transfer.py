@@ -1,18 +1,18 @@
-"""``landuse run transfer``: pretrain on a source city, fine-tune on the target (see landuse.training.transfer).
+"""``landuse run transfer``: the transfer stage (landuse.stages.transfer): pretrain on a source city, fine-tune on the target.
 
 Settings are the target config's ``transfer`` section; each flag sets one of its keys
 (``--splits 3`` is ``transfer.splits=3``, ``--source-config a.yaml`` is ``transfer.source_config=[a.yaml]``).
+The runner skips an unchanged transfer (same settings, source config and tables of both cities) and
+the command prints the committed results again; ``--force`` reruns it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields
 
-from landuse.config import ConfigError, TransferConfig, load_config
-from landuse.entrypoints.common import flag_overrides, guarded, log
-from landuse.logs import setup_logging
+from landuse.config import TransferConfig, load_config
+from landuse.entrypoints.common import flag_overrides
 from landuse.training.signals import kill_runs_on_sigterm
 
 DESCRIPTION = ("cross-city transfer: pretrain training.variant on --source-config, fine-tune on --config at "
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="landuse run transfer", description=DESCRIPTION)
     parser.add_argument("--config", "-c", action="append", required=True, metavar="YAML",
                         help="target city config; repeat to layer")
+    parser.add_argument("--force", action="store_true", help="rerun even if settings and tables are unchanged")
     flags = parser.add_argument_group("settings", "each flag sets transfer.<key> (defaults: the target config's "
                                                   "transfer section); a trailing transfer.<key>=value wins over the flag")
     # default None everywhere: an absent flag must not override the config files' value
@@ -59,30 +60,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def settings_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``transfer.<key>=value`` overrides of the settings flags given in ``args``.
+
+    ``landuse run transfer`` needs a source city: without one (flag, trailing override or config) it
+    is a one-line error naming ``transfer.source_config``, not a stage disabled by config.
+    """
+    from landuse.training.transfer import load_source_config
+
+    flags = flag_overrides(args, "transfer", SETTINGS)
+    # only the assembled tables are read: the source city's raw inputs need not be present
+    load_source_config(load_config(args.config, [*flags, *args.overrides], check_inputs=False), origin=args.config[-1])
+    return flags
+
+
+def summary(config, result) -> None:  # config: landuse.config.Config; result: landuse.runner.StageResult
+    """Print the transfer table and where it went, from the committed output (also when unchanged)."""
+    from landuse.manifest import read_manifest
+
+    out = result.outputs["transfer"]
+    facts = read_manifest(out) or {}
+    print((out / "transfer.md").read_text())
+    if result.status == "unchanged":
+        print("transfer: settings, source config and tables unchanged since the last run; its results stand "
+              "(--force reruns)")
+    print(f"transfer: tables + plot -> {out}; MLflow -> {config.mlflow_uri} "
+          f"(experiment {config.mlflow.experiment}, run transfer:{facts.get('source')}->{config.name})")
+
+
 @kill_runs_on_sigterm  # SIGTERM ends the MLflow runs KILLED instead of leaving them RUNNING
 def main(argv: list[str] | None = None) -> int:
     """``landuse run transfer --config TARGET.yaml --source-config SOURCE.yaml [options] [key=value ...]``."""
-    from landuse.training.transfer import transfer_experiment
+    from landuse.entrypoints.common import stage_main
 
-    args = build_parser().parse_args(argv)
-
-    def body() -> int:
-        # only the assembled tables are read: raw inputs need not be present
-        target = load_config(args.config, [*flag_overrides(args, "transfer", SETTINGS), *args.overrides],
-                             check_inputs=False)
-        settings = target.transfer
-        if not settings.source_config:
-            raise ConfigError(f"{args.config[-1]}: transfer.source_config: required: the source city's config "
-                              "(--source-config SOURCE.yaml or transfer.source_config: [SOURCE.yaml])")
-        source = load_config(list(settings.source_config), list(settings.source_set), check_inputs=False)
-        setup_logging(target.log_level)
-        target.work_dir.mkdir(parents=True, exist_ok=True)
-        (target.work_dir / "resolved_config.json").write_text(json.dumps(target.redacted_dict(), indent=2, sort_keys=True) + "\n")
-        log.info("transfer: %s -> %s", source.name, target.name)
-        _, md_path = transfer_experiment(target, source)
-        print(md_path.read_text())
-        print(f"transfer: tables + plot -> {md_path.parent}; MLflow -> {target.mlflow_uri} "
-              f"(experiment {target.mlflow.experiment}, run transfer:{source.name}->{target.name})")
-        return 0
-
-    return guarded(body)
+    return stage_main("transfer", argv, parser=build_parser(), overrides=settings_overrides, summary=summary)

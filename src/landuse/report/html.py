@@ -16,6 +16,9 @@ What it shows, from what exists under ``<work_dir>``:
 ``regions`` and ``predictions`` are required (a one-line error names the command that makes the
 missing one); every other part is optional and, when absent, listed under "Not available" with the
 command that produces it. The page has no scripts and nothing that loads from elsewhere.
+
+The ``report`` stage (landuse.stages.report) writes it, with its figures beside it, into
+``<driver_dir>/report/`` and logs it to MLflow when ``report.mlflow`` is true.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import pandas as pd
 
 import landuse
 from landuse.config import Config, ConfigError
-from landuse.manifest import commit_dir, discard_dir, now_iso, read_manifest, staging_dir, write_manifest
+from landuse.manifest import now_iso, read_manifest
 from landuse.training.experiments import read_results_csv
 
 if TYPE_CHECKING:
@@ -709,10 +712,28 @@ def render(page: Page, config: Config, generated: str) -> str:
         f"<nav>{nav}</nav></header>", *body, "</body>", "</html>", ""])
 
 
-def build_report(config: Config) -> Path:
-    """Write ``<work_dir>/report/report.html`` (+ its figures as PNG files beside it); returns its path.
+@dataclass(frozen=True)
+class BuiltReport:
+    """What :func:`build_report` wrote: the page's path and the facts its manifest records."""
 
-    The directory is replaced atomically, so figures of an earlier report never linger.
+    path: Path
+    generated: str
+    figures: list[str]
+    missing: list[str]
+    runs: list[dict]
+
+    def summary(self) -> dict[str, Any]:
+        """The facts for the report's manifest (the runner writes it)."""
+        return {"file": self.path.name, "generated": self.generated, "figures": self.figures,
+                "missing": self.missing, "runs": self.runs}
+
+
+def build_report(config: Config, out: Path) -> BuiltReport:
+    """Write ``report.html`` and its figures (PNG files beside it) into ``out``.
+
+    ``out`` is the report stage's staging dir (``<driver_dir>/report`` once the runner commits it, so
+    figures of an earlier report never linger). Raises a one-line ConfigError when ``regions`` or
+    ``predictions`` is missing, before anything is written.
     """
     regions, predictions, manifest = load_required(config)
     page = Page()
@@ -724,28 +745,20 @@ def build_report(config: Config) -> Path:
     run_section(page, config, runs, manifest)
     generated = now_iso()
     text = render(page, config, generated)
-    final = config.driver_dir / REPORT_DIR
-    staged = staging_dir(final)
-    try:
-        (staged / REPORT_FILE).write_text(text, encoding="utf-8")
-        for figure in page.figures:
-            (staged / figure.name).write_bytes(figure.png)
-        write_manifest(staged, {"stage": "report", "config": config.name, "seed": config.seed, "generated": generated,
-                                "figures": [f.name for f in page.figures], "missing": page.missing,
-                                "runs": runs, "landuse_version": landuse.__version__})
-    except BaseException:
-        discard_dir(staged)
-        raise
-    commit_dir(staged, final)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / REPORT_FILE).write_text(text, encoding="utf-8")
+    for figure in page.figures:
+        (out / figure.name).write_bytes(figure.png)
     log.info("report: %d figures, %d parts not available -> %s", len(page.figures), len(page.missing),
-             final / REPORT_FILE)
-    return final / REPORT_FILE
+             out / REPORT_FILE)
+    return BuiltReport(out / REPORT_FILE, generated, [f.name for f in page.figures], list(page.missing), runs)
 
 
 def log_report(config: Config, path: Path) -> str:
     """Log the report (and the PNGs beside it, under ``figures/``) to an MLflow run ``report:<name>``.
 
-    Returns the run id.
+    Returns the run id. MLflow copies the files, so ``path`` may be in the stage's staging dir.
     """
     import mlflow
 

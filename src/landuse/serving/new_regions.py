@@ -28,7 +28,8 @@ Labels: ``inputs.landuse`` is kept, so where the land-use polygons cover the new
 recomputed for the new regions (``edges_flow``), as are adjacency and distance decay, so the
 graph operators see the new regions' own neighbourhoods. Then the new regions' region table
 (:func:`landuse.serving.pyfunc.table_for_graph`) goes through the registered pyfunc, and the
-predictions are written to the derived work dir (``tables/predictions``, ``predictions.geojson``).
+predictions are written to the derived work dir where the predict stage puts them (``tables/predictions``,
+``maps/predictions/predictions.geojson``).
 """
 
 from __future__ import annotations
@@ -168,7 +169,9 @@ def run_stages(derived: Config, force: bool = False) -> list[StageResult]:
 
     derived.work_dir.mkdir(parents=True, exist_ok=True)
     (derived.work_dir / "resolved_config.json").write_text(json.dumps(derived.redacted_dict(), indent=2, sort_keys=True) + "\n")
-    return run_pipeline(derived, STAGES, force=force, only=[name for name in STAGES if name != "synth"])
+    # the data stages only: training, evaluation and publishing belong to the training run
+    return run_pipeline(derived, STAGES, force=force, until="assemble",
+                        only=[name for name in STAGES if name != "synth"])
 
 
 def _matrix_for_tokens(counts: pd.DataFrame, region_ids: np.ndarray, tokens: Sequence[str]):
@@ -252,7 +255,7 @@ def predict_new_regions(config: Config, model_uri: str, regions_path: Path, id_c
 
     from landuse.data.reader import load_graph
     from landuse.serving.pyfunc import table_for_graph
-    from landuse.training.predict import load_served_model, score_table, write_predictions
+    from landuse.training.predict import GEOJSON_FILE, MAP_OUTPUT, T_PREDICTIONS, load_served_model, score_table
 
     derived = derived_config(config, regions_path, id_column)
     model, spec = load_served_model(model_uri)
@@ -267,11 +270,29 @@ def predict_new_regions(config: Config, model_uri: str, regions_path: Path, id_c
         for name, matrix in aligned_poi_features(config, derived, aligned).items():
             graph.features[name] = torch.from_numpy(matrix)
     table = score_table(model, table_for_graph(graph, spec), model_uri)
-    meta = {"variant": spec.variant, "features": list(spec.features), "classes": list(spec.classes),
-            "regions_file": str(Path(regions_path).resolve()), "training_work_dir": str(config.work_dir),
-            "aligned_to_training": list(aligned)}
-    table, parquet, geojson = write_predictions(derived, table, model_uri, meta)
+    meta = {"model_uri": model_uri, "variant": spec.variant, "features": list(spec.features),
+            "classes": list(spec.classes), "regions_file": str(Path(regions_path).resolve()),
+            "training_work_dir": str(config.work_dir), "aligned_to_training": list(aligned)}
+    outputs = write_scores(derived, table, meta)
+    parquet, geojson = outputs[T_PREDICTIONS], outputs[MAP_OUTPUT] / GEOJSON_FILE
     labelled, kl = label_kl(graph, table)
     if kl is not None:
         log.info("predict --regions: KL on %d labelled new regions: %.5f", labelled, kl)
     return NewRegionsResult(derived, stages, table, parquet, geojson, aligned, labelled, kl)
+
+
+def write_scores(derived: Config, table: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Path]:
+    """Commit the new regions' predictions through the runner, where the predict stage puts them in the
+    derived work dir (``tables/predictions``, ``maps/predictions/predictions.geojson``); always rewritten."""
+    from landuse.runner import Stage, StageContext, no_spark, run_stage
+    from landuse.stages.predict import outputs
+    from landuse.training.predict import MAP_OUTPUT, T_PREDICTIONS, write_predictions
+
+    @no_spark
+    def write(ctx: StageContext) -> None:
+        write_predictions(derived, table, ctx.out(T_PREDICTIONS), ctx.out(MAP_OUTPUT))
+        ctx.summary.update(meta, regions=len(table))
+
+    stage = Stage(name="predict", description="scores of the new regions (landuse run predict --regions)",
+                  run=write, outputs=outputs, group="report")
+    return dict(run_stage(stage, derived, force=True).outputs)

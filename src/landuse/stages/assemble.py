@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from landuse.config import Config, ConfigError
-from landuse.constants import MANIFEST_FILE
 from landuse.runner import Stage, StageContext
 from landuse.spark.io import parquet_rows, read_pandas, read_table, table_path, write_pandas, write_spark
 from landuse.spark.schemas import REGION_ID, T_FLOWS, T_LABELS, T_REGIONS
@@ -37,7 +36,7 @@ from landuse.stages.poi_features import modalities as poi_feature_modalities
 
 log = logging.getLogger(__name__)
 T_NODE_FEATURES = "node_features"
-T_IMAGE_EMBEDDINGS = "image_embeddings"  # written by `landuse run pretrain` (landuse.training.image_embeddings)
+T_IMAGE_EMBEDDINGS = "image_embeddings"  # written by the pretrain stage (landuse.stages.pretrain)
 T_EDGES_FLOW = "edges_flow"
 T_EMBEDDING_REJECTS = "embedding_rejects"
 
@@ -133,11 +132,8 @@ def outputs(config: Config) -> dict:
 
 
 def inputs(config: Config) -> list:
-    """The encoder's image_embeddings (not a pipeline stage) when H_img comes from it; user embedding files."""
-    found = [ext.path for ext in config.inputs.embeddings.values()]
-    if config.embeddings.image.source == "encoder":
-        found.append(table_path(config, T_IMAGE_EMBEDDINGS) / MANIFEST_FILE)
-    return found
+    """The user's embedding files (the encoder's image_embeddings come from the pretrain stage)."""
+    return [ext.path for ext in config.inputs.embeddings.values()]
 
 
 STAGE = Stage(
@@ -149,6 +145,6 @@ STAGE = Stage(
                  "embeddings.poi_features.zeroshot", "inputs.embeddings"),
     inputs=inputs,
     upstream=("regions", "flows", "labels", "poi-embeddings", "flow-embeddings", "imagery", "location", "poi-features",
-              "buildings"),
+              "buildings", "pretrain"),
     enabled=lambda config: config.inputs.regions is not None,
 )

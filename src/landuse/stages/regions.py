@@ -152,5 +152,6 @@ STAGE = Stage(
     config_keys=("study", "regions", "inputs.regions", "ingest.polygon_repair_tolerance"),
     inputs=inputs,
     upstream=(),
+    after=("synth",),  # the synthetic city's raw files (hashed as inputs) must exist first
     enabled=lambda config: config.inputs.regions is not None,
 )

@@ -305,7 +305,8 @@ def candidates(config: Config, graph, xy: np.ndarray | None = None, extra: dict[
     taken = [e.name for e in out]
     dupes = sorted({x for x in taken if taken.count(x) > 1})
     if dupes:
-        raise ConfigError(f"--embeddings: name(s) {', '.join(dupes)} clash with built-in candidates")
+        raise ConfigError(f"benchmark_embeddings.embeddings (--embeddings): name(s) {', '.join(dupes)} clash with "
+                          "built-in candidates")
     return out, notes
 
 
@@ -315,16 +316,18 @@ def read_embedding(name: str, path: Path) -> Embedding:
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"--embeddings {name}={path}: no such file or directory")
+        raise FileNotFoundError(f"benchmark_embeddings.embeddings.{name} (--embeddings) {path}: "
+                                "no such file or directory")
     table = pq.read_table(path)
     missing = [c for c in ("region_id", "vector") if c not in table.column_names]
     if missing:
-        raise ConfigError(f"--embeddings {name}={path}: missing column(s) {', '.join(missing)} "
-                          f"(has {', '.join(table.column_names)})")
+        raise ConfigError(f"benchmark_embeddings.embeddings.{name} (--embeddings) {path}: missing column(s) "
+                          f"{', '.join(missing)} (has {', '.join(table.column_names)})")
     frame = table.select(["region_id", "vector"]).to_pandas()
     lengths = frame["vector"].map(len)
     if lengths.nunique() != 1:
-        raise ConfigError(f"--embeddings {name}={path}: vectors of different lengths {sorted(lengths.unique())[:5]}")
+        raise ConfigError(f"benchmark_embeddings.embeddings.{name} (--embeddings) {path}: vectors of different "
+                          f"lengths {sorted(lengths.unique())[:5]}")
     return Embedding(name, "extra", frame["region_id"].to_numpy(np.int64), np.vstack(frame["vector"].to_numpy()),
                      note=str(path))
 
@@ -493,14 +496,15 @@ def load_region_labels(path: Path) -> pd.DataFrame:
     """The per-region labels CSV (region_id, community_district, crime_count, checkin_count), by region id."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--labels {path}: no such file")
+        raise FileNotFoundError(f"benchmark_embeddings.labels (--labels) {path}: no such file")
     frame = pd.read_csv(path)
     missing = [c for c in LABEL_COLUMNS if c not in frame.columns]
     if missing:
-        raise ConfigError(f"--labels {path}: missing column(s) {', '.join(missing)} (has {', '.join(frame.columns)})")
+        raise ConfigError(f"benchmark_embeddings.labels (--labels) {path}: missing column(s) {', '.join(missing)} "
+                          f"(has {', '.join(frame.columns)})")
     frame = frame[list(LABEL_COLUMNS)]
     if frame.isna().any().any() or frame["region_id"].duplicated().any():
-        raise ConfigError(f"--labels {path}: empty cells or duplicate region ids")
+        raise ConfigError(f"benchmark_embeddings.labels (--labels) {path}: empty cells or duplicate region ids")
     return frame.astype({"region_id": np.int64}).sort_values("region_id").reset_index(drop=True)
 
 
@@ -594,25 +598,43 @@ def default_labels_path(config: Config) -> Path | None:
     return None if not root else Path(root) / "labels" / "mh180_region_labels.csv"
 
 
+def labels_for(config: Config) -> tuple[Path | None, bool, str | None]:
+    """Task (b)'s labels file from ``benchmark_embeddings.labels`` (explicit) or the default path when it exists.
+
+    Returns (path or None, whether it was given explicitly, the note saying why task (b) is skipped or None).
+    """
+    given = config.benchmark_embeddings.labels
+    if given is not None:
+        return Path(given), True, None
+    default = default_labels_path(config)
+    if default is not None and default.is_file():
+        return default, False, None
+    return None, False, ("task (b) skipped: no --labels given" if default is None
+                         else f"task (b) skipped: no --labels given and {default} does not exist")
+
+
 def metric_key(text: str) -> str:
     """An MLflow-safe metric name part."""
     return re.sub(r"[^0-9A-Za-z_.\-/ ]", "_", text)
 
 
 def run_benchmark(config: Config, labels: Path | None = None, extra: dict[str, Path] | None = None,
-                  splits: int | None = None, track: bool = True, explicit_labels: bool = True) -> BenchmarkResult:
-    """Both tasks on every candidate; tables to ``<work_dir>/results/benchmark_embeddings``; MLflow run.
+                  splits: int | None = None, track: bool = True, explicit_labels: bool = True,
+                  out: Path | None = None) -> BenchmarkResult:
+    """Both tasks on every candidate; tables to ``out``; MLflow run.
 
     ``labels``: the per-region labels CSV of task (b) (None: task (b) is skipped); unless
     ``explicit_labels``, it is used only when its region ids are exactly this run's. ``splits``: K of task
     (a) (None: ``training.splits``, at most 10). ``track``: log the run ``benchmark-embeddings:<name>``.
+    ``out``: default ``<work_dir>/results/benchmark_embeddings``; the benchmark-embeddings stage passes its
+    staging directory, which the runner commits (landuse.stages.benchmarks).
     """
     from landuse.training.experiments import load_graph_for, results_dir
 
     cfg = config.training
     k = splits if splits is not None else min(cfg.splits, 10)
     if k < 1:
-        raise ConfigError(f"--splits: must be >= 1 (got {k})")
+        raise ConfigError(f"benchmark_embeddings.splits (--splits): must be >= 1 (got {k})")
     label_frame = load_region_labels(labels) if labels is not None else None
     graph, xy = load_graph_for(config)
     notes: list[str] = []
@@ -620,8 +642,8 @@ def run_benchmark(config: Config, labels: Path | None = None, extra: dict[str, P
         region_ids = graph.region_ids.numpy()
         shared = np.isin(label_frame["region_id"].to_numpy(), region_ids)
         if explicit_labels and not shared.any():
-            raise ConfigError(f"--labels {labels}: none of its region ids is a region of this run "
-                              f"(e.g. {int(label_frame['region_id'].iloc[0])} vs {int(region_ids[0])})")
+            raise ConfigError(f"benchmark_embeddings.labels (--labels) {labels}: none of its region ids is a region of "
+                              f"this run (e.g. {int(label_frame['region_id'].iloc[0])} vs {int(region_ids[0])})")
         if not explicit_labels and not (shared.all() and len(label_frame) == len(region_ids)):
             # the default file belongs to the mh-180 regions: on other regions it would match ids by chance
             notes.append(f"task (b) skipped: {labels} describes other regions ({int(shared.sum())} of "
@@ -645,7 +667,7 @@ def run_benchmark(config: Config, labels: Path | None = None, extra: dict[str, P
         mvure = mvure_protocol(embeddings, label_frame, config.seed)
         n = len(common_regions(embeddings, label_frame["region_id"].to_numpy()))
         mvure_md = mvure_markdown(mvure, n)
-    out = results_dir(config, KIND)
+    out = results_dir(config, KIND) if out is None else out
     frames = {"landuse_task": landuse, **({"mvure_protocol": mvure} if mvure is not None else {})}
     texts = {"landuse_task": landuse_md, **({"mvure_protocol": mvure_md} if mvure_md is not None else {})}
     result = BenchmarkResult(landuse, landuse_md, mvure, mvure_md, notes, out)

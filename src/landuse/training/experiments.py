@@ -333,47 +333,18 @@ def log_inputs(config: Config) -> None:
     log_embedding_models(config)
 
 
-def experiment_fingerprint(config: Config, kind: str) -> str:
-    """What determines an experiment's results: its kind, the training config and the input tables."""
-    import landuse
-    from landuse.manifest import fingerprint, read_manifest
+def run_experiment(config: Config, kind: str, out: Path | None = None) -> tuple[pd.DataFrame, Path, dict]:
+    """``train`` | ``ablation`` | ``fusion``: train, track, write tables into ``out`` (default
+    :func:`results_dir`); returns (table, markdown path, model info).
 
-    inputs = {}
-    for name in ("node_features", "edges_adjacency", "edges_flow", "edges_distance_decay"):
-        manifest = read_manifest(config.tables_dir / name)
-        inputs[name] = manifest["fingerprint"] if manifest else None
-    return fingerprint([kind, landuse.__version__, config.section_hash("seed", "training", "labels"), inputs])
-
-
-def previous_result(config: Config, kind: str) -> tuple[pd.DataFrame, Path, dict] | None:
-    """The results of an identical earlier experiment (same fingerprint), or None."""
-    out = results_dir(config, kind)
-    try:
-        record = json.loads((out / "run.json").read_text())
-        table = read_results_csv(out / f"{kind}.csv")
-    except (OSError, ValueError):
-        return None
-    if record.get("fingerprint") != experiment_fingerprint(config, kind) or not (out / f"{kind}.md").exists():
-        return None
-    return table, out / f"{kind}.md", record.get("model", {})
-
-
-def run_experiment(config: Config, kind: str, force: bool = True) -> tuple[pd.DataFrame, Path, dict]:
-    """``train`` | ``ablation`` | ``fusion``: train, track, write tables; returns (table, markdown path, model info).
-
-    With ``force=False`` an experiment whose fingerprint (config + input tables) matches the last
-    one of its kind is not rerun: its tables are returned as they are.
+    Whether an unchanged experiment is rerun is the stage runner's business (landuse.stages.experiments):
+    this function always trains. ``out/run.json`` records the MLflow run, the registered model and
+    the skipped and failed variants.
     """
     import mlflow
 
     from landuse.training.tracking import log_config, log_table_artifacts, setup_mlflow
 
-    if not force:
-        previous = previous_result(config, kind)
-        if previous is not None:
-            log.info("%s: config and input tables unchanged since the last run; reusing its results "
-                     "(use --force to retrain)", kind)
-            return previous
     cfg = config.training
     graph, xy = load_graph_for(config)
     features = tuple(cfg.features)
@@ -399,9 +370,9 @@ def run_experiment(config: Config, kind: str, force: bool = True) -> tuple[pd.Da
                           + "; ".join(f"{v} {why}" for v, why in blockers.items())
                           + f" (add one of {', '.join(FALLBACK_VARIANTS)} to training.variants)")
     setup_mlflow(config)
-    out = results_dir(config, kind)
+    out = Path(out) if out is not None else results_dir(config, kind)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").unlink(missing_ok=True)  # until this run completes, its tables are not reusable
+    (out / "run.json").unlink(missing_ok=True)  # written last: its presence means the run completed
     by = "features" if kind == "fusion" else "variant"
     title = {"train": f"{variant} on {'+'.join(features)}",
              "ablation": f"HGCN ablation ({'+'.join(features)} features)",
@@ -487,8 +458,6 @@ def run_experiment(config: Config, kind: str, force: bool = True) -> tuple[pd.Da
         best = table[table["status"] == OK].sort_values("kl").iloc[0]
         mlflow.log_metrics({"best_test_kl": float(best["kl"])})
         record = {"run_id": parent.info.run_id,
-                  # a run with failed variants is not reused: the next run retries them
-                  "fingerprint": None if failed else experiment_fingerprint(config, kind),
                   "model": model_info, "fallback": fallback, "skipped": skipped, "failed": failed}
         (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     return table, out / f"{kind}.md", model_info

@@ -99,11 +99,11 @@ def region_image_embeddings(encoder: ImageEncoder, patches_path: Path, batch_siz
     return pool_regions(*parts, np.stack(embeddings), tile_pixels=tile_pixels, all_regions=all_regions)
 
 
-def write_image_embeddings(table: pd.DataFrame, directory: Path, manifest: dict[str, Any]) -> Path:
-    """Write ``table`` as the ``image_embeddings`` table (image_features' schema) with a manifest, atomically."""
+def write_image_embeddings_table(table: pd.DataFrame, directory: Path) -> dict[str, Any]:
+    """Write ``table`` into ``directory`` with image_features' schema; returns its manifest facts
+    (``table``, ``dim``, ``regions_with_image``). The pretrain stage's runner adds the manifest."""
     import pyarrow as pa
 
-    from landuse.manifest import commit_dir, now_iso, staging_dir, write_manifest
     from landuse.spark.io import write_pandas
 
     schema = pa.schema([
@@ -113,11 +113,19 @@ def write_image_embeddings(table: pd.DataFrame, directory: Path, manifest: dict[
         pa.field(COVERAGE, pa.float64(), nullable=False),
         pa.field(HAS_IMAGE, pa.bool_(), nullable=False),
     ])
+    write_pandas(table[[f.name for f in schema]], Path(directory), schema=schema)
+    dim = len(table[VECTOR].iloc[0]) if len(table) else 0
+    return {"table": T_IMAGE_EMBEDDINGS, "dim": dim, "regions_with_image": int(table[HAS_IMAGE].sum())}
+
+
+def write_image_embeddings(table: pd.DataFrame, directory: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``table`` as a committed ``image_embeddings`` table with ``manifest`` (outside the runner:
+    fixtures and the serving tests' work dirs; the pipeline writes it through the pretrain stage)."""
+    from landuse.manifest import commit_dir, now_iso, staging_dir, write_manifest
+
     directory = Path(directory)
     staged = staging_dir(directory)
-    write_pandas(table[[f.name for f in schema]], staged, schema=schema)
-    dim = len(table[VECTOR].iloc[0]) if len(table) else 0
-    write_manifest(staged, {"stage": "pretrain", "table": T_IMAGE_EMBEDDINGS, "rows": len(table), "dim": dim,
-                            "regions_with_image": int(table[HAS_IMAGE].sum()), "created": now_iso(), **manifest})
+    facts = write_image_embeddings_table(table, staged)
+    write_manifest(staged, {"stage": "pretrain", "rows": len(table), "created": now_iso(), **facts, **manifest})
     commit_dir(staged, directory)
     return directory

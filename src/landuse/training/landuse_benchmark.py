@@ -280,8 +280,14 @@ def markdown(table: pd.DataFrame, config: Config, num_regions: int, splits: int)
     return "\n".join(lines) + "\n"
 
 
-def run_landuse_benchmark(config: Config, track: bool = True, progress: bool | None = None) -> LanduseBenchmark:
-    """Run every candidate on the same repeats; write results as they finish; log to MLflow when ``track``."""
+def run_landuse_benchmark(config: Config, track: bool = True, progress: bool | None = None,
+                          out: Path | None = None) -> LanduseBenchmark:
+    """Run every candidate on the same repeats; write results as they finish; log to MLflow when ``track``.
+
+    ``out``: where results.csv / results.md / best.json / embeddings/ go (default ``results/benchmark_landuse``;
+    the benchmark-landuse stage passes its staging directory, which the runner commits:
+    landuse.stages.benchmarks).
+    """
     from landuse.training.experiments import load_graph_for, results_dir, variant_blocker
     from landuse.training.protocol import (SMALL_GRAPH, cpu_threads, model_input, pick_device, train_split,
                                            training_input, training_operators)
@@ -295,7 +301,7 @@ def run_landuse_benchmark(config: Config, track: bool = True, progress: bool | N
     splits = nested_splits(labelled, cfg.repeats, cfg.test_fraction, cfg.val_fraction, config.seed)
 
     candidates, notes = plan(config, list(graph.features), lambda variant: variant_blocker(graph, variant))
-    out = results_dir(config, KIND)
+    out = results_dir(config, KIND) if out is None else out
     (out / "embeddings").mkdir(parents=True, exist_ok=True)
     y = graph.y.numpy()
     settings = ProbeSettings(hidden=cfg.probe_hidden, epochs=cfg.probe_epochs, lr=cfg.probe_lr, batch=cfg.probe_batch)

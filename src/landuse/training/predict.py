@@ -12,6 +12,8 @@ from landuse.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 T_PREDICTIONS = "predictions"
+MAP_OUTPUT = "predictions_map"  # the predict stage's output of maps: <driver_dir>/maps/predictions/
+GEOJSON_FILE = "predictions.geojson"  # in it (EPSG:4326)
 DOMINANT = "dominant_class"
 CONFIDENCE = "confidence"
 ENTROPY = "entropy"  # Shannon entropy (nats) of the predicted distribution: a mixed-use index
@@ -75,11 +77,18 @@ def prediction_table(region_ids: np.ndarray, probs: np.ndarray, classes: list[st
     return table
 
 
-def predict(config: Config, model_uri: str) -> tuple[pd.DataFrame, Path, Path]:
-    """Score every region of the work dir with the model; write Parquet (tables/predictions) and GeoJSON.
+def model_uri(config: Config) -> str:
+    """The model ``predict`` scores with: ``predict.model``, else ``models:/<training.registered_model>@champion``."""
+    return config.predict.model or f"models:/{config.training.registered_model}@champion"
+
+
+def predict(config: Config, model_uri: str, table_out: Path, map_out: Path) -> tuple[pd.DataFrame, dict]:
+    """Score every region of the work dir with the model; write the Parquet table into ``table_out``
+    and ``predictions.geojson`` into ``map_out`` (the predict stage's staging dirs; the runner commits).
 
     The regions go through the model exactly as a REST or batch caller sends them: the region table
     (features and edge lists, :func:`landuse.serving.pyfunc.table_for_graph`) into the pyfunc.
+    Returns the prediction table and what the manifests record (model URI, variant, features, classes).
     """
     from landuse.data.reader import load_graph
     from landuse.serving.pyfunc import table_for_graph
@@ -96,8 +105,9 @@ def predict(config: Config, model_uri: str) -> tuple[pd.DataFrame, Path, Path]:
         raise ConfigError(f"--model {model_uri}: {config.tables_dir}: {exc}; rerun `landuse run assemble` with the "
                           "model's training.features, or train a model on these tables") from None
     table = score_table(model, regions, model_uri)
-    return write_predictions(config, table, model_uri, {"variant": spec.variant, "features": list(spec.features),
-                                                         "classes": list(spec.classes)})
+    write_predictions(config, table, table_out, map_out)
+    return table, {"model_uri": model_uri, "variant": spec.variant, "features": list(spec.features),
+                   "classes": list(spec.classes)}
 
 
 def score_table(model, regions: pd.DataFrame, model_uri: str, params: dict | None = None) -> pd.DataFrame:
@@ -110,20 +120,20 @@ def score_table(model, regions: pd.DataFrame, model_uri: str, params: dict | Non
         raise ConfigError(f"--model {model_uri}: {exc.message.splitlines()[0]}") from None
 
 
-def write_predictions(config: Config, table: pd.DataFrame, model_uri: str, meta: dict) -> tuple[pd.DataFrame, Path, Path]:
-    """Commit the prediction table (tables/predictions, with a manifest) and write predictions.geojson."""
-    from landuse.manifest import commit_dir, staging_dir, write_manifest
+def write_predictions(config: Config, table: pd.DataFrame, table_out: Path, map_out: Path) -> Path:
+    """Write the prediction table (Parquet) into ``table_out`` and ``predictions.geojson`` (EPSG:4326,
+    the regions of ``config`` joined with the table) into ``map_out``; returns the GeoJSON's path.
+
+    Both are staging directories of a stage: the runner writes their manifests and commits them.
+    """
     from landuse.spark.io import read_geoparquet, write_pandas
     from landuse.spark.schemas import REGION_ID, T_REGIONS
 
-    out = config.tables_dir / T_PREDICTIONS
-    staged = staging_dir(out)
-    write_pandas(table, staged)
-    write_manifest(staged, {"stage": "predict", "model_uri": model_uri, "rows": len(table), **meta})
-    commit_dir(staged, out)
+    write_pandas(table, table_out)
     regions = read_geoparquet(config, T_REGIONS, "regions")[[REGION_ID, "geometry"]]
     geo = regions.merge(table, on=REGION_ID, how="inner").to_crs("EPSG:4326")
-    geojson = config.driver_dir / "predictions.geojson"
+    Path(map_out).mkdir(parents=True, exist_ok=True)
+    geojson = Path(map_out) / GEOJSON_FILE
     geo.to_file(geojson, driver="GeoJSON")
-    log.info("predict: %d regions -> %s, %s", len(table), out, geojson)
-    return table, out, geojson
+    log.info("predict: %d regions -> %s, %s", len(table), table_out, geojson)
+    return geojson

@@ -174,6 +174,7 @@ class TransferResult:
     table: pd.DataFrame
     source: SplitRun
     reinit_head: bool
+    run_id: str | None = None  # the MLflow run transfer:<source>-><target> (set by transfer_experiment)
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -277,19 +278,36 @@ def load_city(config: Config, variant: str, features: Sequence[str]) -> City:
     return prepare_city(config.name, graph, features, variant)
 
 
+def load_source_config(target: Config, origin: str = "config") -> Config:
+    """The source city's config: ``transfer.source_config`` files layered, ``transfer.source_set`` applied.
+
+    Only its assembled tables are read, so its raw inputs need not be present. Raises ConfigError
+    (naming ``origin``, the target's config file) when the target names no source config.
+    """
+    from landuse.config import load_config
+
+    settings = target.transfer
+    if not settings.source_config:
+        raise ConfigError(f"{origin}: transfer.source_config: required: the source city's config "
+                          "(--source-config SOURCE.yaml or transfer.source_config: [SOURCE.yaml])")
+    return load_config(list(settings.source_config), list(settings.source_set), check_inputs=False)
+
+
 def transfer_experiment(
     target_config: Config,
     source_config: Config,
     fractions: Sequence[float] | None = None,
     splits: int | None = None,
     features: Sequence[str] | None = None,
+    out: Path | None = None,
 ) -> tuple[TransferResult, Path]:
     """Load both cities, run the transfer, write and log (MLflow) the table and plot; returns (result, markdown path).
 
     ``fractions``, ``splits`` and ``features`` default to the target config's ``transfer`` section
     (``transfer.splits`` null: ``training.splits``).
 
-    Results go to ``<target work_dir>/results/transfer/``; MLflow (the target's tracking URI and
+    Results go to ``out`` (default ``<target work_dir>/results/transfer/``; the transfer stage passes its
+    staging directory, which the runner commits: landuse.stages.transfer); MLflow (the target's tracking URI and
     experiment) gets a run ``transfer:<source>-><target>`` with the table (CSV + Markdown), the
     per-split rows, the plot, and metrics ``<method>_<metric>`` at step = fraction in percent.
     """
@@ -312,9 +330,9 @@ def transfer_experiment(
     target = load_city(target_config, cfg.variant, features)
     setup_mlflow(target_config)
     name = f"{source_config.name}->{target_config.name}"
-    out = results_dir(target_config, "transfer")
+    out = results_dir(target_config, "transfer") if out is None else out
     out.mkdir(parents=True, exist_ok=True)
-    with mlflow.start_run(run_name=f"transfer:{name}"):
+    with mlflow.start_run(run_name=f"transfer:{name}") as run:
         log_config(target_config)
         mlflow.log_dict(source_config.redacted_dict(), "source_config.json")
         mlflow.set_tags({"kind": "transfer", "source": source_config.name, "target": target_config.name,
@@ -335,4 +353,5 @@ def transfer_experiment(
         log_table_artifacts({"transfer": result.table, "transfer_splits": result.splits}, out, {"transfer": text})
         png = plot_transfer(result.table, out / "transfer_kl.png", f"{name} ({cfg.variant})")
         mlflow.log_artifact(str(png))
+        result.run_id = run.info.run_id
     return result, out / "transfer.md"

@@ -13,6 +13,10 @@ MLflow: one parent run ``tune:<name>`` with a nested run per trial (its settings
 ``val_kl`` mean and std, trial number and state as tags; a failed trial keeps its one-line error)
 and one nested ``final:<variant>`` run holding the final model. Files: ``results/tune/trials.csv``,
 ``best.json`` and ``tune.md``.
+
+The ``tune`` stage (:mod:`landuse.stages.tune`) runs :func:`run_tune` into its staging directory; the
+runner commits it and skips the search while the ``tune`` / ``training`` / ``labels`` config, the seed
+and the assembled tables are unchanged (``--force`` searches again).
 """
 
 from __future__ import annotations
@@ -99,10 +103,20 @@ class TuneResult:
 
     def summary_line(self) -> str:
         """``best_variant=... lr=... dropout=... weight_decay=... width=... val_kl=... test_kl=...``."""
-        s = self.best.setting
-        return (f"best_variant={s.variant} lr={_fmt(s.lr)} dropout={_fmt(s.dropout)} "
-                f"weight_decay={_fmt(s.weight_decay)} width={_fmt(s.width)} val_kl={self.best.val_kl:.6g} "
-                f"test_kl={self.final['test']['kl']['mean']:.6g}")
+        return summary_line(self.best.setting.as_dict(), self.best.val_kl, self.final["test"]["kl"]["mean"])
+
+
+def summary_line(setting: dict[str, Any], val_kl: float, test_kl: float) -> str:
+    """The command's last stdout line: ``best_variant=... lr=... dropout=... weight_decay=... width=... val_kl=...
+    test_kl=...`` (from a :class:`TuneResult`, or from ``best.json`` via :func:`summary_line_of`)."""
+    s = setting
+    return (f"best_variant={s['variant']} lr={_fmt(s['lr'])} dropout={_fmt(s['dropout'])} "
+            f"weight_decay={_fmt(s['weight_decay'])} width={_fmt(s['width'])} val_kl={val_kl:.6g} test_kl={test_kl:.6g}")
+
+
+def summary_line_of(best: dict[str, Any]) -> str:
+    """:func:`summary_line` from a ``best.json`` record (what ``landuse run tune`` prints when the search is unchanged)."""
+    return summary_line(best["setting"], best["validation"]["val_kl"], best["final"]["test"]["kl"]["mean"])
 
 
 class TrialFailed(Exception):
@@ -416,10 +430,13 @@ def _final_model(config: Config, graph: GraphData, xy: np.ndarray | None, best: 
     }
 
 
-def run_tune(config: Config, graph: GraphData | None = None, xy: np.ndarray | None = None) -> TuneResult:
+def run_tune(config: Config, graph: GraphData | None = None, xy: np.ndarray | None = None,
+             out: Path | None = None) -> TuneResult:
     """Search on validation KL, retrain the best setting once on the full protocol, register it.
 
     ``graph``/``xy``: an already loaded graph (default: :func:`experiments.load_graph_for`, once).
+    ``out``: where trials.csv, best.json and tune.md go (default ``results/tune``; the tune stage passes
+    its staging directory, which the runner commits: landuse.stages.tune).
     """
     import mlflow
     from tqdm.auto import tqdm
@@ -449,7 +466,7 @@ def run_tune(config: Config, graph: GraphData | None = None, xy: np.ndarray | No
              f", skipped {', '.join(skipped)}" if skipped else "")
 
     setup_mlflow(config)
-    out = results_dir(config, KIND)
+    out = results_dir(config, KIND) if out is None else out
     out.mkdir(parents=True, exist_ok=True)
     runner = TrialRunner(config, graph, xy)
     with mlflow.start_run(run_name=f"{KIND}:{config.name}") as parent:
