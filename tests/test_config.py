@@ -64,6 +64,17 @@ def test_layered_files_merge_in_order(tmp_path: Path) -> None:
         ("seed: 3\n", [], "name: required key is missing"),
         ("name: x\nspark: 5\n", [], "spark: expected a mapping"),
         ("name: x\n", ["novalue"], "expected key=value"),
+        # pydantic's errors, as one line with the dotted key path
+        ("name: x\n", ["training.epoch=3"], "training.epoch: unknown key; did you mean epochs? (allowed here: block_m,"),
+        ("name: x\ninputs:\n  trips:\n    bikes: {adapter: citibike, path: 5}\n", [],
+         "inputs.trips.bikes.path: expected a path string, got int 5"),
+        ("name: x\ninputs:\n  trips:\n    bikes: {path: a.csv}\n", [], "inputs.trips.bikes.adapter: required key is missing"),
+        ("name: x\n", ["embeddings.image.percentiles=[10, x]"], "embeddings.image.percentiles[1]: expected a number, got str 'x'"),
+        ("name: x\n", ["embeddings.flow=3"], "embeddings.flow: expected a mapping, got int 3"),
+        ("name: x\n", ["spark=null"], "spark: must not be null"),
+        ("name: x\n", ["training.features=poi"], "training.features: expected a list, got str 'poi'"),
+        ("name: x\nspark: {conf: {a: true}}\n", [], "spark.conf.a: expected a string, got bool True"),
+        ("name: x\n", ["training.splits=0", "training.epochs=-1"], "training.epochs: must be > 0"),  # a section's _problems
         ("name: x\nwork_dir: ${nope.key}\n", [], "reference ${nope.key}: no such key"),
         ("name: x\n  bad: [indent\n", [], "invalid YAML"),
         (
@@ -202,3 +213,53 @@ def test_float_keys_take_scientific_notation_and_override_items_round_trip(repo_
                   (0.1, 0.3), "", "/tmp/x y.pt"):
         key, parsed = _parse_override(override_item("k", value))
         assert key == "k" and parsed == (list(value) if isinstance(value, tuple) else value), value
+
+
+def test_pydantic_coerces_and_freezes(tmp_path: Path) -> None:
+    """Values are coerced by pydantic (quoted numbers, numbers for strings, lists to tuples), mappings read-only."""
+    import types
+
+    config = load_config(write(tmp_path / "c.yaml", "name: 7\nspark: {shuffle_partitions: '5', conf: {spark.x: 3}}\n"),
+                         ["training.features=[poi, geo]", "training.lr=1e-3", "work_dir=s3a://bucket/run"])
+    assert config.name == "7" and config.spark.shuffle_partitions == 5 and config.spark.conf["spark.x"] == "3"
+    assert config.training.features == ("poi", "geo") and config.training.lr == 1e-3
+    assert isinstance(config.spark.conf, types.MappingProxyType)
+    assert str(config.work_dir) == "s3a://bucket/run"  # a URI keeps its scheme (a UPath, not a Path)
+
+
+def test_replace_revalidates_types_but_not_the_load_checks(tmp_path: Path) -> None:
+    """``dataclasses.replace`` (used by the stages) goes through pydantic: types are checked and coerced; the
+    sections' ``_problems`` run only in load_config (code may build a config a file could not)."""
+    import dataclasses
+
+    from landuse.config import TrainingConfig
+
+    config = load_config(write(tmp_path / "c.yaml", "name: x\n"))
+    assert dataclasses.replace(config.training, features=["poi"]).features == ("poi",)
+    with pytest.raises(ValueError, match="splits"):
+        dataclasses.replace(config.training, splits="many")
+    assert dataclasses.replace(config.tune, lr=()).lr == ()  # would fail at load: "tune.lr: must list at least one value"
+    assert TrainingConfig(splits=0).splits == 0
+
+
+def test_sections_refuse_annotations_that_lose_uris_or_mutability() -> None:
+    from landuse.config import section
+
+    with pytest.raises(TypeError, match="ConfigPath"):
+        @section
+        class Bad:
+            where: Path = Path("x")
+
+
+def test_json_schema_describes_every_key(capsys) -> None:
+    from landuse.cli import main
+
+    assert main(["config", "--json-schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["required"] == ["name"] and schema["additionalProperties"] is False
+    training = schema["$defs"]["TrainingConfig"]["properties"]
+    assert training["splits"] == {"default": 30, "title": "Splits", "type": "integer",
+                                  "description": training["splits"]["description"]}
+    assert schema["properties"]["work_dir"]["format"] == "path"
+    for name, node in [("Config", schema), *schema["$defs"].items()]:
+        assert all("description" in prop for prop in node["properties"].values() if "$ref" not in prop), name

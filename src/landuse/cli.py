@@ -83,8 +83,14 @@ def _config(argv: list[str]) -> int:
 
         print(reference_markdown())
         return 0
+    if argv and argv[0] == "--json-schema":
+        from landuse.config_reference import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
     parser = argparse.ArgumentParser(prog="landuse config", description="print the resolved config as JSON "
-                                     "(landuse config --reference: the Markdown reference of every key)")
+                                     "(landuse config --reference: the Markdown reference of every key; "
+                                     "--json-schema: the JSON Schema of a config file)")
     add_config_args(parser)
     args = parser.parse_args(argv)
 

