@@ -322,6 +322,7 @@ class ImageEmbeddingConfig:
     indices: tuple[str, ...] = SPECTRAL_INDICES  # any of ndvi, ndbi, mndwi; [] for single-band rasters
     apply_scale: bool = True  # apply the raster's per-band scale/offset (e.g. Landsat C2 L2 -> reflectance)
     all_touched: bool = False  # pixel-in-polygon rule: False = pixel centre inside, True = any overlap
+    zonal: Literal["exactextract", "centre"] = "exactextract"  # per-region statistics: exactextract = every pixel weighted by the fraction of it inside the polygon; centre = the pixels chosen by all_touched, unweighted
     patches: bool = True  # also cut fixed-size multi-band tiles per region (image_patches table)
     patch_size: int = 8  # pixels per side; about one region works best (8 x 30 m Landsat = one 250 m cell)
     patch_stride: Optional[int] = None  # pixels between tile origins; None = patch_size (no overlap)

@@ -4,6 +4,42 @@ Each region polygon (WKB, in the study's projected CRS) is reprojected to the ra
 the window covering it is read. Statistics (mean, std, percentiles) per band role and per spectral
 index are taken over the valid pixels inside the polygon. On Spark every task opens the raster
 itself: only the :class:`RasterSpec` (a path and a few settings) travels, never pixels.
+
+Zonal statistics (``embeddings.image.zonal``):
+
+* ``exactextract`` (default): the library `exactextract <https://isciences.github.io/exactextract/>`_
+  replaces the hand-written pixel-in-polygon rule (rasterio ``geometry_mask``) and the numpy
+  statistics. It computes the exact fraction of each pixel inside the polygon and, weighted by it,
+  the ``mean`` and ``stdev`` (population) and the ``count`` of valid pixels: a pixel cut in half by the
+  boundary counts half. ``n_pixels`` is the number of valid pixels the polygon covers at least in
+  part, ``coverage`` the exact valid-pixel area / region area (fractional pixels included). A
+  polygon smaller than a pixel gets that pixel's values instead of nothing.
+* ``centre``: the former hand-written code, kept for comparison and for ``all_touched``: the pixels
+  whose centre is inside (or, with ``all_touched``, every pixel touched), each counted once;
+  ``coverage`` is n_pixels * pixel area / region area, capped at 1.
+
+Kept hand-written in both modes, and why:
+
+* reading (:func:`_read`): the windowed read, the validity mask (a pixel that is nodata, masked or
+  non-finite in *any* mapped band is invalid in all of them) and the optional scale/offset.
+  exactextract's own rasterio source reads each band on its own (its own nodata only) and always
+  applies scale/offset, so ``apply_scale: false`` and the all-band mask could not be kept; instead
+  exactextract reads our planes (bands, then indices) through :func:`_plane_sources`, which read
+  each region's window once for all planes.
+* percentiles (:func:`_weighted_percentiles`, a dozen lines): coverage-weighted like the rest, from
+  the per-pixel values and fractions exactextract returns (its ``values`` and ``coverage``
+  operations). exactextract's own ``quantile`` merges equal pixel values into one sample before
+  interpolating (isciences/exactextractr#113), which moves the percentiles of integer rasters such
+  as Landsat's by up to several digital numbers (benchmarks/zonal_stats.py measures it).
+* spectral indices: computed per pixel from the band map first (a normalised difference is not
+  the difference of the means) and then aggregated like a band; an undefined ratio (a + b = 0) is
+  left out of that index only.
+* reprojection of the region polygons to the raster's CRS (exactextract requires one CRS and
+  does not reproject).
+* image patches (:func:`region_patches`): fixed tiles, not zonal statistics; ``overlap`` keeps the
+  pixel-centre rule.
+* Spark: one ``mapInPandas`` task per partition opens the raster; exactextract runs inside it on
+  that partition's regions, so no pixels reach the driver.
 """
 
 from __future__ import annotations
@@ -48,6 +84,9 @@ BAND_MAPS: dict[str, dict[str, int]] = {
 
 INDEX_BANDS: dict[str, tuple[str, str]] = {"ndvi": ("nir", "red"), "ndbi": ("swir1", "nir"), "mndwi": ("green", "swir1")}
 
+EXACTEXTRACT, CENTRE = "exactextract", "centre"
+ZONAL_METHODS = (EXACTEXTRACT, CENTRE)  # embeddings.image.zonal
+
 VECTOR = "vector"
 N_PIXELS = "n_pixels"
 COVERAGE = "coverage"
@@ -91,6 +130,7 @@ class RasterSpec:
     indices: tuple[str, ...]
     percentiles: tuple[float, ...]
     all_touched: bool
+    zonal: str = EXACTEXTRACT  # one of ZONAL_METHODS
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,11 +166,22 @@ def resolve_raster_spec(source: SourceConfig, image: ImageEmbeddingConfig) -> Ra
                 f"embeddings.image.indices: {index} needs bands {', '.join(needed)}; "
                 f"the band map of inputs.imagery has {', '.join(band_map)}"
             )
+    if image.zonal not in ZONAL_METHODS:
+        raise ConfigError(f"embeddings.image.zonal: {image.zonal!r} is not one of {', '.join(ZONAL_METHODS)}")
+    if image.zonal == EXACTEXTRACT and image.all_touched:
+        raise ConfigError(
+            "embeddings.image.all_touched: true is the pixel rule of zonal: centre; zonal: exactextract weighs "
+            "every pixel the polygon touches by the fraction of it inside (set zonal: centre to keep all_touched)"
+        )
     ordered = dict(sorted(band_map.items(), key=lambda item: (item[1], item[0])))
     path = str(source.path)
     with open_raster(path) as src:
         if src.crs is None:
             raise IngestError(f"{path}: raster has no CRS (region polygons cannot be placed on it)")
+        t = src.transform
+        if image.zonal == EXACTEXTRACT and not (t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0):
+            raise IngestError(f"{path}: exactextract needs a north-up grid without rotation, the raster's transform is "
+                              f"{tuple(t)[:6]}; set embeddings.image.zonal: centre")
         beyond = [(role, band) for role, band in ordered.items() if band > src.count]
         if beyond:
             role, band = beyond[0]
@@ -142,6 +193,7 @@ def resolve_raster_spec(source: SourceConfig, image: ImageEmbeddingConfig) -> Ra
         indices=tuple(image.indices),
         percentiles=tuple(float(p) for p in image.percentiles),
         all_touched=image.all_touched,
+        zonal=image.zonal,
     )
 
 
@@ -270,13 +322,28 @@ def _summary(samples: np.ndarray, percentiles: tuple[float, ...]) -> list[float]
 # --------------------------------------------------------------------------------------------
 
 
-def _stats_frame(src: rasterio.DatasetReader, frame: pd.DataFrame, crs: str, spec: RasterSpec) -> pd.DataFrame:
+_Stats = tuple[list[np.ndarray], list[int], list[float]]  # per region: vector, n_pixels, coverage
+
+
+def _index_planes(values: np.ndarray, slot: Mapping[str, int], indices: tuple[str, ...]) -> list[np.ndarray]:
+    """Per pixel normalised differences (a - b) / (a + b) of ``values`` (bands, ...); NaN where a + b = 0."""
+    planes = []
+    for index in indices:
+        a, b = (values[slot[role]] for role in INDEX_BANDS[index])
+        total = a + b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            planes.append(np.where(total != 0, (a - b) / total, np.nan))  # NaN: undefined ratio
+    return planes
+
+
+def _centre_stats(src: rasterio.DatasetReader, geoms: np.ndarray, spec: RasterSpec) -> _Stats:
+    """zonal: centre: unweighted statistics of the pixels whose centre is inside (or touched, all_touched)."""
     bands = list(spec.band_map.values())
     slot = {role: k for k, role in enumerate(spec.band_map)}
     dim = len(feature_names(spec))
     pixel_area = abs(src.transform.determinant)
     vectors, counts, coverages = [], [], []
-    for geom in _raster_geometries(frame, crs, src) if len(frame) else []:
+    for geom in geoms:
         vector, n, coverage = np.zeros(dim, dtype=np.float32), 0, 0.0
         block = _window(src, geom)
         if block is not None:
@@ -285,14 +352,8 @@ def _stats_frame(src: rasterio.DatasetReader, frame: pd.DataFrame, crs: str, spe
             n = int(valid.sum())
         if n > 0:
             pixels = values[:, valid]  # (bands, n) float64
-            rows = [pixels]
-            for index in spec.indices:
-                a, b = (pixels[slot[role]] for role in INDEX_BANDS[index])
-                total = a + b
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    rows.append(np.where(total != 0, (a - b) / total, np.nan)[None])  # NaN: undefined ratio
-            samples = np.concatenate(rows)  # (bands + indices, n)
-            if np.isnan(samples).any():
+            samples = np.concatenate([pixels, *(p[None] for p in _index_planes(pixels, slot, spec.indices))])
+            if np.isnan(samples).any():  # (bands + indices, n)
                 parts = [_summary(row[~np.isnan(row)], spec.percentiles) for row in samples]
                 vector = np.asarray([x for part in parts for x in part], dtype=np.float32)
             else:  # one vectorised pass over all rows (the common case)
@@ -304,6 +365,191 @@ def _stats_frame(src: rasterio.DatasetReader, frame: pd.DataFrame, crs: str, spe
         vectors.append(vector)
         counts.append(n)
         coverages.append(coverage)
+    return vectors, counts, coverages
+
+
+class _Planes:
+    """The per-pixel planes exactextract summarises: the mapped bands, then the spectral indices.
+
+    A window is read (with :func:`_read`: validity over all bands, scale/offset) and its indices are
+    computed once, when the first plane asks for it; exactextract then asks every other plane for
+    the same window of the same region.
+    """
+
+    def __init__(self, src: rasterio.DatasetReader, spec: RasterSpec) -> None:
+        self.src, self.spec = src, spec
+        self.bands = list(spec.band_map.values())
+        self.slot = {role: k for k, role in enumerate(spec.band_map)}
+        self.count = len(self.bands) + len(spec.indices)
+        self._key: tuple[int, int, int, int] | None = None
+        self._planes: list[np.ndarray] | None = None
+
+    def window(self, col0: int, row0: int, width: int, height: int) -> list[np.ndarray]:
+        """Per plane (height, width) float64, a masked array where a pixel is invalid (or an index undefined)."""
+        key = (col0, row0, width, height)
+        if key != self._key or self._planes is None:
+            values, valid = _read(self.src, self.bands, self.spec.apply_scale, row0, col0, height, width)
+            indices = _index_planes(values, self.slot, self.spec.indices)
+            data = np.concatenate([values, *(p[None] for p in indices)]) if indices else values
+            mask = np.broadcast_to(~valid, data.shape) | np.isnan(data)
+            # a plane without invalid pixels (the usual case) goes as a plain array: cheaper to hand over
+            self._planes = [np.ma.MaskedArray(plane, mask=m) if m.any() else plane for plane, m in zip(data, mask)]
+            self._key = key
+        return self._planes
+
+
+def _plane_sources(src: rasterio.DatasetReader, planes: _Planes) -> list[Any]:
+    """One exactextract RasterSource per plane, on the raster's grid, reading through ``planes``."""
+    from exactextract.raster import RasterSource
+
+    bounds = src.bounds
+    extent = (bounds.left, bounds.bottom, bounds.right, bounds.top)
+    res = (src.transform.a, -src.transform.e)
+
+    class _PlaneSource(RasterSource):
+        def __init__(self, k: int) -> None:
+            super().__init__()
+            self.k = k
+            self.set_name(f"plane{k}")
+
+        def res(self) -> tuple[float, float]:
+            return res
+
+        def extent(self) -> tuple[float, float, float, float]:
+            return extent
+
+        def srs_wkt(self) -> None:  # polygons are already in the raster's CRS
+            return None
+
+        def nodata_value(self) -> None:  # invalid pixels are masked
+            return None
+
+        def read_window(self, x0: int, y0: int, nx: int, ny: int) -> np.ndarray:
+            if nx <= 0 or ny <= 0:
+                return np.zeros((max(ny, 0), max(nx, 0)), dtype=np.float64)
+            return planes.window(x0, y0, nx, ny)[self.k]
+
+    return [_PlaneSource(k) for k in range(planes.count)]
+
+
+def _weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles: tuple[float, ...]) -> np.ndarray:
+    """Coverage-weighted percentiles of each row of ``values`` (planes, n), one sample per pixel -> (planes, p).
+
+    ``weights`` (n,) are the pixels' covered fractions, the same for every row. The definition is
+    exactextract's (type 7 generalised to weights, stats.stackexchange.com/a/13223): sorted values
+    x_i with weights w_i sit at s_i = i * w_i + (n - 1) * (w_0 + ... + w_i-1), and the q-quantile is x
+    interpolated linearly at q * (n - 1) * sum(w); equal weights give numpy's linear percentile.
+    exactextract's own ``quantile`` first merges equal values into one sample (isciences/exactextractr#113:
+    the median of 0, 0, 0, 10 comes out as 5), which skews the percentiles of integer rasters, so the
+    per-pixel values and fractions are taken from exactextract and the percentiles computed here.
+    """
+    values = np.atleast_2d(values)
+    m, n = values.shape
+    order = np.argsort(values, axis=1, kind="stable")
+    x, w = np.take_along_axis(values, order, axis=1), weights[order]
+    s = np.arange(n) * w + (n - 1) * (np.cumsum(w, axis=1) - w)  # from 0 to (n - 1) * sum(w) along each row
+    target = np.asarray(percentiles, dtype=np.float64) / 100.0 * (n - 1) * weights.sum()
+    # one search over all rows: row r shifted by r * span keeps the flattened positions sorted
+    span = 2.0 * (n - 1) * weights.sum() + 1.0
+    shift = np.arange(m)[:, None] * span
+    k = np.searchsorted((s + shift).ravel(), (target[None, :] + shift).ravel(), side="right").reshape(m, -1)
+    k = np.clip(k - np.arange(m)[:, None] * n - 1, 0, n - 1)  # per row: the last s <= target
+    k1 = np.minimum(k + 1, n - 1)
+    rows = np.arange(m)[:, None]
+    step = s[rows, k1] - s[rows, k]
+    frac = np.divide(target[None, :] - s[rows, k], step, out=np.zeros_like(step), where=step > 0)
+    return x[rows, k] + np.clip(frac, 0.0, 1.0) * (x[rows, k1] - x[rows, k])
+
+
+def _exact_stats(src: rasterio.DatasetReader, geoms: np.ndarray, spec: RasterSpec) -> _Stats:
+    """zonal: exactextract: coverage-weighted statistics of every pixel the polygon covers in part.
+
+    One exactextract pass over the partition's regions gives, per region and plane, the weighted
+    mean and (population) stdev, the valid pixels' values and covered fractions (for the
+    percentiles, :func:`_weighted_percentiles`), and the valid-pixel counts.
+    """
+    from exactextract import exact_extract
+    from exactextract.operation import Operation
+
+    n_bands, n_pct = len(spec.band_map), len(spec.percentiles)
+    vectors = [np.zeros(len(feature_names(spec)), dtype=np.float32) for _ in geoms]
+    counts, coverages = [0] * len(geoms), [0.0] * len(geoms)
+    areas = shapely.area(geoms) if len(geoms) else np.zeros(0)
+    usable = np.flatnonzero(~shapely.is_empty(geoms) & np.isfinite(shapely.bounds(geoms)).all(axis=1) & (areas > 0)
+                            ) if len(geoms) else np.zeros(0, dtype=np.int64)
+    if not len(usable):
+        return vectors, counts, coverages
+    sources = _plane_sources(src, _Planes(src, spec))
+
+    def op(stat: str, k: int, **options: object) -> Any:
+        return Operation(stat, f"{stat}{'_' + options['coverage_weight'] if options else ''}_{k}", sources[k], None,
+                         options)
+
+    means, stds = [op("mean", k) for k in range(len(sources))], [op("stdev", k) for k in range(len(sources))]
+    # The bands share one validity mask, so their valid pixels (and covered fractions, in the same
+    # order) are those of the first plane; an index leaves out its own undefined pixels.
+    values = [op("values", k) for k in range(len(sources))] if n_pct else []
+    fractions = [op("coverage", k) for k in [0, *range(n_bands, len(sources))]] if n_pct else []
+    area, touched = op("count", 0), op("count", 0, coverage_weight="none")  # sum of fractions; pixels touched
+    out = exact_extract(sources, _region_features(usable, geoms[usable]), [*means, *stds, *values, *fractions, area, touched],
+                        include_cols=["slot"], output="pandas")
+    mean = np.column_stack([out[o.name].to_numpy(dtype=np.float64) for o in means])  # (regions, planes)
+    std = np.column_stack([out[o.name].to_numpy(dtype=np.float64) for o in stds])
+    pct = np.zeros((len(out), len(sources), n_pct))  # a plane without a defined pixel keeps 0, as with centre
+    n_touched = np.rint(out[touched.name].to_numpy(dtype=np.float64)).astype(np.int64)
+    if n_pct:
+        value_cols = [out[o.name].to_numpy() for o in values]
+        fraction_cols = [out[o.name].to_numpy() for o in fractions]
+        for row in np.flatnonzero(n_touched > 0):
+            # an index defined on every valid pixel has the bands' pixels, in their order: one call for all
+            n = len(fraction_cols[0][row])
+            same = [k for k in range(len(sources)) if len(value_cols[k][row]) == n]
+            pct[row, same] = _weighted_percentiles(np.stack([value_cols[k][row] for k in same]), fraction_cols[0][row],
+                                                   spec.percentiles)
+            for j, k in enumerate(range(n_bands, len(sources)), start=1):
+                if 0 < len(value_cols[k][row]) < n:
+                    pct[row, k] = _weighted_percentiles(value_cols[k][row], fraction_cols[j][row], spec.percentiles)[0]
+    stats = np.nan_to_num(np.concatenate([mean[..., None], std[..., None], pct], axis=2), nan=0.0)  # NaN: no pixel
+    pixel_area = abs(src.transform.determinant)
+    area_px = out[area.name].to_numpy(dtype=np.float64)
+    for row, slot in enumerate(out["slot"].to_numpy(dtype=np.int64)):
+        if n_touched[row] > 0:
+            vectors[slot] = stats[row].astype(np.float32).ravel()
+            counts[slot] = int(n_touched[row])
+            coverages[slot] = min(1.0, area_px[row] * pixel_area / areas[slot])
+    return vectors, counts, coverages
+
+
+def _region_features(slots: np.ndarray, geoms: np.ndarray) -> Any:
+    """The regions as an exactextract FeatureSource: WKB geometries in the raster's CRS, property ``slot``."""
+    from exactextract.feature import FeatureSource, JSONFeature
+
+    class _Region(JSONFeature):
+        def __init__(self, slot: int, wkb: bytes) -> None:
+            super().__init__({"type": "Feature", "properties": {"slot": slot}})
+            self.wkb = wkb
+
+        def geometry(self) -> bytes:  # WKB, as exactextract's GDAL features give it
+            return self.wkb
+
+    class _Regions(FeatureSource):
+        def count(self) -> int:
+            return len(slots)
+
+        def __iter__(self) -> Iterator[_Region]:
+            for slot, wkb in zip(slots.tolist(), shapely.to_wkb(geoms)):
+                yield _Region(slot, wkb)
+
+        def srs_wkt(self) -> None:  # already reprojected to the raster's CRS
+            return None
+
+    return _Regions()
+
+
+def _stats_frame(src: rasterio.DatasetReader, frame: pd.DataFrame, crs: str, spec: RasterSpec) -> pd.DataFrame:
+    geoms = _raster_geometries(frame, crs, src) if len(frame) else np.asarray([], dtype=object)
+    zonal = _centre_stats if spec.zonal == CENTRE else _exact_stats
+    vectors, counts, coverages = zonal(src, geoms, spec)
     counts_arr = np.asarray(counts, dtype=np.int64)
     return pd.DataFrame(
         {
@@ -320,8 +566,10 @@ def region_image_stats(frame: pd.DataFrame, crs: str, spec: RasterSpec) -> pd.Da
     """One row per region of ``frame`` (region_id, WKB geometry in ``crs``): feature vector and coverage.
 
     Columns: region_id int64, vector float32[len(feature_names(spec))], n_pixels int64 (valid
-    pixels inside the polygon), coverage float64 (valid-pixel area / region area in the raster's
-    CRS, at most 1), has_image bool. Regions without valid pixels keep a zero vector, has_image False.
+    pixels inside the polygon: with zonal exactextract every valid pixel it covers in part, with
+    centre those whose centre is inside or, all_touched, touched), coverage float64 (valid-pixel
+    area / region area in the raster's CRS, at most 1; exact with exactextract, n_pixels * pixel
+    area with centre), has_image bool. Regions without valid pixels keep a zero vector, has_image False.
     """
     with open_raster(spec.path) as src:
         return _stats_frame(src, frame, crs, spec)

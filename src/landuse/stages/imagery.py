@@ -3,7 +3,9 @@
 * ``imagery``: per region, a windowed read of ``inputs.imagery`` masked by the region polygon
   (reprojected to the raster's CRS): band mean / std / percentiles and spectral indices through the
   adapter's band map (``landsat8_oli``, ``landsat7_etm``, or ``raster`` with ``options.band_map``),
-  nodata excluded, a ``coverage`` column, regions outside the raster flagged (``has_image``). With
+  nodata excluded, a ``coverage`` column, regions outside the raster flagged (``has_image``). The
+  statistics weight each pixel by the fraction of it inside the polygon (exactextract), or with
+  ``embeddings.image.zonal: centre`` take the pixels whose centre is inside, unweighted. With
   ``embeddings.image.patches`` also fixed-size multi-band tiles per region (``image_patches``) for
   the image encoders. Runs on Spark partitioned by region; every task opens the raster itself.
 * ``location``: the projected centroid → multi-scale sinusoidal features normalised to the extent
@@ -102,7 +104,7 @@ def imagery_outputs(config: Config) -> dict:
 
 IMAGERY_STAGE = Stage(
     name="imagery",
-    description="H_img: masked per-region band statistics + spectral indices (rasterio on Spark); image patches",
+    description="H_img: masked per-region band statistics + spectral indices (rasterio + exactextract on Spark); image patches",
     run=run_imagery,
     outputs=imagery_outputs,
     config_keys=("study", "inputs.imagery", "embeddings.image"),
