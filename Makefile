@@ -18,7 +18,7 @@ JAVA := $(if $(JAVA_HOME),$(JAVA_HOME)/bin/java,java)
 .PHONY: run test lint venv jars java-check bench clean help nyc tracts dist bundle
 help:
 	@echo "make run   - set up .venv, generate the synthetic city if absent, run every pipeline stage"
-	@echo "make test  - set up .venv, lint (ruff), run the test suite"
+	@echo "make test  - set up .venv, lint (ruff, mypy), run the test suite"
 	@echo "make nyc   - real Manhattan data: every stage, the 14-variant ablation and the fusion table"
 	@echo "make tracts - real NYC census tracts: every stage, then the published land-use benchmark"
 	@echo "make jars  - fetch the JVM jars (Sedona, Delta Lake, hadoop-aws) from Maven Central into jvm/jars (once)"
@@ -87,9 +87,11 @@ bundle: venv
 test: venv jars java-check lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# ruff's rules (pyproject.toml): errors and likely bugs (pyflakes, pycodestyle errors, bugbear)
+# ruff's rules (pyproject.toml): errors and likely bugs (pyflakes, pycodestyle errors, bugbear);
+# then mypy over src/landuse ([tool.mypy] in pyproject.toml)
 lint: venv
 	$(BIN)/ruff check
+	$(BIN)/mypy
 
 # pretrain_probe reads the default city's tables: build them first (unchanged stages are skipped)
 bench: venv jars java-check

@@ -12,7 +12,7 @@ class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is when a record is emitted: notebooks and test captures swap
     it, and a handler bound to a replaced (closed) stream would fail on every later record."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):  # noqa: D401 - the current stderr
         return sys.stderr
 

@@ -68,7 +68,7 @@ def is_landuse_output(directory: Any) -> bool:
     if read_manifest(directory) is not None:
         return True
     synth = read_manifest(directory, SYNTH_MANIFEST_FILE)
-    return bool(synth) and isinstance(synth.get("generator"), dict) and synth["generator"].get("name") == SYNTH_GENERATOR
+    return synth is not None and isinstance(synth.get("generator"), dict) and synth["generator"].get("name") == SYNTH_GENERATOR
 
 
 def _is_empty(directory: Any) -> bool:

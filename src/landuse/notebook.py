@@ -189,8 +189,8 @@ def _to_repo_root(files: Sequence[str]) -> None:
 
 def stage_results(results: Sequence["StageResult"]) -> pd.DataFrame:
     """One row per stage output: stage, status (ran / unchanged / disabled), seconds, output path."""
-    rows = [{"stage": r.name, "status": r.status, "seconds": round(r.seconds, 1), "output": str(path)}
-            for r in results for path in (list(r.outputs.values()) or ["-"])]
+    rows = [{"stage": r.name, "status": r.status, "seconds": round(r.seconds, 1), "output": path}
+            for r in results for path in ([str(p) for p in r.outputs.values()] or ["-"])]
     return pd.DataFrame(rows, columns=["stage", "status", "seconds", "output"])
 
 
@@ -259,7 +259,7 @@ def modalities(config: Config) -> pd.DataFrame:
 
 def graph_shapes(graph: Any) -> pd.DataFrame:
     """Tensor shapes of a :class:`landuse.data.reader.GraphData` (features, labels, edge sets)."""
-    rows = [(f"features[{k}]", tuple(v.shape)) for k, v in graph.features.items()]
+    rows: list[tuple[str, tuple[int, ...] | int]] = [(f"features[{k}]", tuple(v.shape)) for k, v in graph.features.items()]
     rows += [("y", tuple(graph.y.shape)), ("labelled nodes", int(graph.has_label.sum()))]
     rows += [(f"edges[{k}]", tuple(index.shape)) for k, (index, _) in graph.edges.items()]
     return pd.DataFrame([(k, str(v)) for k, v in rows], columns=["tensor", "shape"])

@@ -167,11 +167,13 @@ def _classes(path: Path, requested: Sequence[str] | None) -> list[str]:
     """Class names from the node_features schema metadata, checked against ``requested``."""
     metadata = parquet_schema(_parquet_files(path)[0]).metadata or {}
     stored = json.loads(metadata[CLASSES_KEY]) if CLASSES_KEY in metadata else None
-    if stored is None and requested is None:
-        raise ValueError(f"{path}: no class names in the schema metadata ({CLASSES_KEY.decode()}); pass classes")
-    if stored is not None and requested is not None and list(requested) != stored:
+    if stored is None:
+        if requested is None:
+            raise ValueError(f"{path}: no class names in the schema metadata ({CLASSES_KEY.decode()}); pass classes")
+        return list(requested)
+    if requested is not None and list(requested) != stored:
         raise ValueError(f"{path}: classes {list(requested)} differ from the table's {stored}")
-    return list(stored if stored is not None else requested)
+    return list(stored)
 
 
 def _edges(tables_dir: Path, name: str, region_ids: np.ndarray, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

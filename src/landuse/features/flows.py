@@ -104,6 +104,7 @@ def summarise_cells(cells: DataFrame, days: int, min_count: int) -> FlowSummary:
         F.count(F.when(small, 1)).alias("cells_small"),
         F.coalesce(F.sum(F.when(small, F.col(TRIPS))), F.lit(0)).alias("trips_small"),
     ).first()
+    assert row is not None  # a global aggregation has exactly one row
     trips_in, trips_assigned = int(row["all"]), int(row["assigned"])
     return FlowSummary(
         trips_in=trips_in,
@@ -163,4 +164,5 @@ def source_flows(assigned: DataFrame, min_count: int, days: int | None = None, d
     except BaseException:
         cells.unpersist()
         raise
-    return SourceFlows(suppress_small_cells(flows_from_cells(cells, days), min_count), summary, cells)
+    # summary.days: the given days, or those observed above
+    return SourceFlows(suppress_small_cells(flows_from_cells(cells, summary.days), min_count), summary, cells)

@@ -29,7 +29,7 @@ per region is written.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -296,7 +296,7 @@ def building_descriptors(buildings: "DataFrame") -> "DataFrame":
     """Footprints (``geometry`` WKB, ``height``, ``floors``) → :data:`DESCRIPTORS_SCHEMA`, per Arrow batch."""
     g_idx, h_idx, f_idx = 0, 1, 2  # positions in the selection below
 
-    def describe(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def describe(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             geoms = shapely.from_wkb(batch.column(g_idx).to_numpy(zero_copy_only=False))
             d = shape_descriptors(geoms)
@@ -340,7 +340,7 @@ def region_building_features(
     areas = regions.select(REGION_ID, F.col(AREA_M2).cast("double").alias(AREA_M2))
     grouped = assigned.join(F.broadcast(areas), REGION_ID, "inner")
     if buckets is None:
-        buckets = int(regions.sparkSession.conf.get("spark.sql.shuffle.partitions", "8"))
+        buckets = int(regions.sparkSession.conf.get("spark.sql.shuffle.partitions", "8") or "8")
     bucket = F.pmod(F.col(REGION_ID), F.lit(max(int(buckets), 1)))
 
     def aggregate(frame: pd.DataFrame) -> pd.DataFrame:

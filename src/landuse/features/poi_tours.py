@@ -104,9 +104,12 @@ def greedy_tour(
     i, j = farthest_pair(x, y)
     remaining = np.delete(np.arange(n, dtype=np.int64), [i, j])
     if order is None:
-        if rng is None and len(remaining):
+        if not len(remaining):
+            order = remaining
+        elif rng is None:
             raise ValueError("greedy_tour needs rng or an explicit order when there are more than 2 points")
-        order = rng.permutation(remaining) if len(remaining) else remaining
+        else:
+            order = rng.permutation(remaining)
     else:
         order = np.asarray(order, dtype=np.int64)
         if len(order) != len(remaining) or not np.array_equal(np.sort(order), remaining):

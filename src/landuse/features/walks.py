@@ -501,8 +501,10 @@ def walk_ids(
         key = keys[b : b + _BLOCK]
         rows = out[:, b : b + pos.size]
         np.take(ids, pos, out=rows[0])
+        if walk_length < 2:
+            continue
         # First-order steps read a precomputed table; node2vec uses it for step 1 only.
-        uniforms = _step_uniforms(key, 1 if second_order else walk_length - 1) if walk_length > 1 else None
+        uniforms = _step_uniforms(key, 1 if second_order else walk_length - 1)
         prev = None
         for t in range(1, walk_length):
             if second_order and prev is not None:
@@ -685,7 +687,7 @@ def spark_walk_corpus(
     total = int(tables.starters.size) * int(walks_per_node)
     if total == 0:
         raise ValueError("the flow graph has no edge: no walk to generate")
-    parts = max(1, min(int(partitions or spark.conf.get("spark.sql.shuffle.partitions")), total))
+    parts = max(1, min(int(partitions or spark.conf.get("spark.sql.shuffle.partitions") or "200"), total))  # Spark default 200
     bc = spark.sparkContext.broadcast(tables)
     seed, walks_per_node, walk_length, p, q = int(seed), int(walks_per_node), int(walk_length), float(p), float(q)
     try:

@@ -7,7 +7,7 @@ Python call.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -124,7 +124,7 @@ def to_lonlat(
     # A new StructType: DataFrame.schema is cached and StructType.add mutates in place.
     schema = StructType(list(df.schema.fields) + [StructField(n, DoubleType(), True) for n in out_names])
 
-    def convert_batches(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+    def convert_batches(batches: Iterable["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
         import pyarrow as pa
 
         convert = _converter(kind, crs_text)

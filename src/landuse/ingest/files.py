@@ -68,9 +68,9 @@ def _open_text(path: Path, encoding: str) -> io.TextIOBase:
     # errors="replace": the header is read through a buffer holding the next lines too, whose bad
     # bytes are the rows' business (rejected as undecodable_text), not the header's.
     if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rt", encoding=encoding, errors="replace", newline="")  # type: ignore[return-value]
+        return gzip.open(path, "rt", encoding=encoding, errors="replace", newline="")
     if path.suffix.lower() == ".bz2":
-        return bz2.open(path, "rt", encoding=encoding, errors="replace", newline="")  # type: ignore[return-value]
+        return bz2.open(path, "rt", encoding=encoding, errors="replace", newline="")
     return open(path, encoding=encoding, errors="replace", newline="")
 
 

@@ -18,6 +18,7 @@ from landuse.spark.schemas import REASON, T_REJECTS
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
+    from typing_extensions import TypeIs
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ class IngestSummary:
 def reason_counts(rejects: Union["DataFrame", "pd.DataFrame"]) -> dict[str, int]:
     """Rejected rows per reason (one small aggregation; nothing but the counts reaches the driver)."""
     if _is_pandas(rejects):
-        return {str(k): int(v) for k, v in rejects[REASON].value_counts().items()}  # type: ignore[index]
-    return {row[REASON]: int(row["count"]) for row in rejects.groupBy(REASON).count().collect()}  # type: ignore[union-attr]
+        return {str(k): int(v) for k, v in rejects[REASON].value_counts().items()}
+    return {row[REASON]: int(row["count"]) for row in rejects.groupBy(REASON).count().collect()}
 
 
 def written_reason_counts(spark: "SparkSession", path: Path) -> dict[str, int]:
@@ -131,12 +132,12 @@ def write_rejects(rejects: Union["DataFrame", "pd.DataFrame"], path: Path, mode:
         if mode == "overwrite":
             remove_tree(path)
         schema = pa.schema([(SOURCE, pa.string()), (REASON, pa.string()), (RAW, pa.string())])
-        table = pa.Table.from_pandas(rejects[[SOURCE, REASON, RAW]], schema=schema, preserve_index=False)  # type: ignore[index]
+        table = pa.Table.from_pandas(rejects[[SOURCE, REASON, RAW]], schema=schema, preserve_index=False)
         write_parquet(table, path / "part-00000.parquet")
         return path
-    rejects.write.mode(mode).parquet(str(path))  # type: ignore[union-attr]
+    rejects.write.mode(mode).parquet(str(path))
     return path
 
 
-def _is_pandas(obj: object) -> bool:
+def _is_pandas(obj: object) -> TypeIs["pd.DataFrame"]:
     return type(obj).__module__.startswith("pandas")

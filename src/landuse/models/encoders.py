@@ -35,6 +35,8 @@ class ImageEncoder(nn.Module):
 
     in_bands: int
     out_dim: int
+    band_mean: torch.Tensor  # buffers (register_buffer in __init__)
+    band_std: torch.Tensor
 
     def __init__(self, in_bands: int, out_dim: int) -> None:
         super().__init__()
@@ -339,6 +341,8 @@ HEAD_PREFIXES = ("fc.", "head.", "heads.", "decoder", "mask_token", "projector."
 class BandMappedEncoder(ImageEncoder):
     """Wraps an encoder: picks its input channels from the raster's bands, ``[B, raster_bands, H, W] -> [B, out_dim]``."""
 
+    band_indices: torch.Tensor  # buffer
+
     def __init__(self, encoder: ImageEncoder, band_indices: Sequence[int], in_bands: int) -> None:
         super().__init__(in_bands, encoder.out_dim)
         self.encoder = encoder
@@ -382,11 +386,11 @@ def _resolve_band(value: int | str, band_roles: Sequence[str] | None, in_bands: 
     return index
 
 
-def load_external_encoder(path: str | Path, arch: str, band_map: Mapping[int | str, int | str], in_bands: int,
+def load_external_encoder(path: str | Path, arch: str, band_map: Mapping[Any, int | str], in_bands: int,
                           band_roles: Sequence[str] | None = None, **kw: Any) -> BandMappedEncoder:
     """An encoder built from a user-supplied state_dict, fed from the raster's bands by ``band_map``.
 
-    ``band_map``: encoder input channel (0-based) -> raster band, given as a role name from
+    ``band_map``: encoder input channel (0-based, an int or its decimal string) -> raster band, given as a role name from
     ``band_roles`` (the raster bands' order, e.g. the patch table's ``patch_bands``) or a 0-based
     index into the ``in_bands`` raster bands. Every encoder channel must be mapped. Keys prefixed
     ``module.`` / ``encoder.`` / ``backbone.`` / ``model.`` are stripped; classifier / decoder heads

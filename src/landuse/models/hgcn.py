@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -103,12 +104,12 @@ class _SparseMM(torch.autograd.Function):
     """op @ h with a backward that reuses the cached transpose of the constant operator."""
 
     @staticmethod
-    def forward(ctx, op: Tensor, h: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, op: Tensor, h: Tensor) -> Tensor:
         ctx.op = op
         return torch.sparse.mm(op, h)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:
         return None, torch.sparse.mm(_transpose_of(ctx.op), grad.contiguous())
 
 
@@ -241,7 +242,7 @@ class EnsembleHGCN(nn.Module):
     @property
     def required_operators(self) -> tuple[str, ...]:
         """The operators every member needs."""
-        return self.members[0].required_operators
+        return cast(HGCN, self.members[0]).required_operators  # members: HGCNs (__init__)
 
     def forward(self, x: Tensor, operators: Mapping[str, Operator]) -> Tensor:
         """x [N, F] → logits [N, C] of the mean member distribution."""

@@ -16,6 +16,9 @@ class RegionModel(nn.Module):
     model is not bound to the graph it was trained on. Holds the training nodes' feature mean/std.
     """
 
+    mean: Tensor  # buffers (register_buffer in __init__)
+    std: Tensor
+
     def __init__(self, model: HGCN | EnsembleHGCN, mean: Tensor, std: Tensor) -> None:
         super().__init__()
         self.model = model

@@ -122,10 +122,11 @@ def planned_per_region(regions: gpd.GeoDataFrame, planned: gpd.GeoDataFrame, cla
                                    id_column=REGION_ID)
     shares = table[classes].to_numpy(dtype=np.float64)
     has_plan = table[COVERAGE].to_numpy() > 0
-    best = shares.argmax(axis=1)
+    planned_class = np.asarray(classes, dtype=object)[shares.argmax(axis=1)]
+    planned_class[~has_plan] = None
     return pd.DataFrame({
         REGION_ID: table[REGION_ID].to_numpy(np.int64),
-        PLANNED_CLASS: np.where(has_plan, np.asarray(classes, dtype=object)[best], None),
+        PLANNED_CLASS: planned_class,
         PLANNED_SHARE: np.where(has_plan, shares.max(axis=1), np.nan),
         PLANNED_COVERAGE: table[COVERAGE].to_numpy(np.float64),
     })

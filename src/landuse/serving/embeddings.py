@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 import landuse
 from landuse.serving.integrity import directory_digests
@@ -218,7 +219,7 @@ def _verified_gensim_dir(context: Any, spec: Mapping[str, Any]) -> Path:
 # --- Flow Word2Vec -----------------------------------------------------------------------------------
 
 
-class FlowEmbeddingModel(mlflow.pyfunc.PythonModel):
+class FlowEmbeddingModel(PythonModel):
     """pyfunc of the flow Word2Vec: ``region_id`` → ``region_id``, ``vector``, ``known``."""
 
     def load_context(self, context: Any) -> None:
@@ -302,7 +303,7 @@ def _tour(cell: Any) -> list[Any]:
     return [t for t in list(cell) if t is not None]
 
 
-class PoiEmbeddingModel(mlflow.pyfunc.PythonModel):
+class PoiEmbeddingModel(PythonModel):
     """pyfunc of the POI Doc2Vec: ``tour`` (+ ``region_id``) → ``vector``, ``has_pois``, ``n_known_tokens``."""
 
     def load_context(self, context: Any) -> None:
@@ -463,7 +464,7 @@ def _load_weights(path: Path, fmt: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-class ImageEncoderModel(mlflow.pyfunc.PythonModel):
+class ImageEncoderModel(PythonModel):
     """pyfunc of an image encoder: ``pixels`` (flattened tile, + ``region_id``) → ``vector``."""
 
     def load_context(self, context: Any) -> None:
@@ -516,8 +517,10 @@ def image_encoder_spec(encoder: ImageEncoder, info: EncoderInfo) -> dict[str, An
 
     if isinstance(encoder, MMGRModel):
         encoder = encoder.image_encoder
-    band_mapped = isinstance(encoder, BandMappedEncoder)
-    inner = encoder.encoder if band_mapped else encoder
+    mapped = encoder if isinstance(encoder, BandMappedEncoder) else None
+    band_mapped = mapped is not None
+    inner = mapped.encoder if mapped is not None else encoder
+    band_indices = mapped.band_indices.tolist() if mapped is not None else None
     arch = _arch_name(inner)
     if arch is None:
         raise ValueError(f"image encoder {type(inner).__name__} is not one of landuse.models.encoders.ENCODERS")
@@ -531,7 +534,7 @@ def image_encoder_spec(encoder: ImageEncoder, info: EncoderInfo) -> dict[str, An
     normalisation = {
         "formula": "(x - band_mean) / band_std per band, inside the encoder, before the network",
         "band_mean": inner.band_mean.tolist(), "band_std": inner.band_std.tolist(),
-        "bands": ([info.band_roles[i] for i in encoder.band_indices.tolist()] if band_mapped else list(info.band_roles)),
+        "bands": ([info.band_roles[i] for i in band_indices] if band_indices is not None else list(info.band_roles)),
     }
     return {
         "kind": "image_encoder",
@@ -553,7 +556,7 @@ def image_encoder_spec(encoder: ImageEncoder, info: EncoderInfo) -> dict[str, An
         "out_dim": int(encoder.out_dim),
         "architecture": {
             "arch": arch, "arch_args": dict(info.arch_args), "encoder_in_bands": int(inner.in_bands),
-            "band_mapped": band_mapped, "band_indices": encoder.band_indices.tolist() if band_mapped else None,
+            "band_mapped": band_mapped, "band_indices": band_indices,
             "channel_band_map": dict(info.channel_band_map) if info.channel_band_map is not None else None,
         },
         "source": dict(info.source),
@@ -718,7 +721,7 @@ def pretrained_encoder(config: Config) -> tuple[ImageEncoder, EncoderInfo] | str
             return f"the external checkpoint {external} recorded in {table} is gone"
         try:
             channel_map = json.loads(manifest.get("band_map") or "{}")
-            encoder = load_external_encoder(external, arch, channel_map, in_bands=len(roles), band_roles=roles,
+            encoder: ImageEncoder = load_external_encoder(external, arch, channel_map, in_bands=len(roles), band_roles=roles,
                                             **arch_args)
         except (ValueError, TypeError) as exc:
             return f"the external checkpoint {external} recorded in {table} does not load: {exc}"

@@ -142,7 +142,12 @@ def record_logged_model(info: Any, name: str) -> dict[str, str]:
     from mlflow.tracking import MlflowClient
 
     digests = model_digests(info.model_uri)
-    run_id = getattr(info, "run_id", None) or mlflow.active_run().info.run_id
+    run_id = getattr(info, "run_id", None)
+    if not run_id:
+        active = mlflow.active_run()
+        if active is None:
+            raise RuntimeError(f"model {info.model_uri} names no run and no MLflow run is active")
+        run_id = active.info.run_id
     text = compact({"model_id": getattr(info, "model_id", None), "files": digests})
     client = MlflowClient()
     for key, value in split_tag(run_tag(name), text).items():
@@ -191,11 +196,12 @@ def registry_record(model_uri: str) -> tuple[dict[str, str], str, str]:
     client = MlflowClient()
     uri = model_uri.rstrip("/")
     aliased, pinned = _ALIASED.fullmatch(uri), _PINNED.fullmatch(uri)
-    if aliased or pinned:
-        name = (aliased or pinned)[1]
+    registered = aliased or pinned
+    if registered:
+        name = registered[1]
         try:
-            version = (client.get_model_version_by_alias(name, aliased[2]) if aliased
-                       else client.get_model_version(name, pinned[2]))
+            version = (client.get_model_version_by_alias(name, registered[2]) if aliased
+                       else client.get_model_version(name, registered[2]))
         except MlflowException:
             raise  # the caller's own one-line error names a missing name / alias / version
         where = f"models:/{name}/{version.version}"
@@ -238,15 +244,14 @@ def verify_digests(actual: Mapping[str, str], expected: Mapping[str, str], where
     """ArtifactIntegrityError (one line, naming ``where`` and the first file in path order) unless the
     two maps are equal; ``since``: when ``expected`` was recorded, ``action``: what is refused."""
     for rel in sorted(set(actual) | set(expected)):
-        want, got = expected.get(rel), actual.get(rel)
-        if want == got:
-            continue
-        if got is None:
-            problem = f"is missing (recorded sha256 {want[:12]}…)"
-        elif want is None:
-            problem = f"was added since {since} (sha256 {got[:12]}…)"
+        if rel not in actual:
+            problem = f"is missing (recorded sha256 {expected[rel][:12]}…)"
+        elif rel not in expected:
+            problem = f"was added since {since} (sha256 {actual[rel][:12]}…)"
+        elif actual[rel] != expected[rel]:
+            problem = f"changed since {since} (sha256 {actual[rel][:12]}… != {expected[rel][:12]}…)"
         else:
-            problem = f"changed since {since} (sha256 {got[:12]}… != {want[:12]}…)"
+            continue
         raise ArtifactIntegrityError(f"{where}: artifact {rel} {problem}; refusing to {action}")
 
 

@@ -185,11 +185,11 @@ def python_model():
 def signature(spec: ModelSpec):
     """Input (every column of the region table the model needs), output and params schemas."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
     # every column is needed, but declared optional: the model's own check then names the missing
     # column in one line instead of MLflow's schema error, which prints the whole table
-    columns = [("long", REGION_ID)]
+    columns: list[tuple[str | Array, str]] = [("long", REGION_ID)]
     for item in spec.layout:
         columns += [(Array("double"), item["column"]), ("boolean", item["flag"])]
     for name in spec.edge_sets:
@@ -197,8 +197,8 @@ def signature(spec: ModelSpec):
         columns += [(Array("long"), to_col)] + ([(Array("double"), weight_col)] if weight_col else [])
     if spec.label_lag:
         columns.append((Array("double"), LABELS))
-    inputs = [ColSpec(kind, name, required=False) for kind, name in columns]
-    outputs = [ColSpec("long", REGION_ID), *(ColSpec("double", c) for c in spec.classes),
+    inputs: list[ColSpec | TensorSpec] = [ColSpec(kind, name, required=False) for kind, name in columns]
+    outputs: list[ColSpec | TensorSpec] = [ColSpec("long", REGION_ID), *(ColSpec("double", c) for c in spec.classes),
                ColSpec("string", "dominant_class"), *(ColSpec("double", c) for c in ("confidence", "entropy", "entropy_norm"))]
     params = ParamSchema([ParamSpec("unknown_neighbours", "string", "error"),
                           ParamSpec("classes", "string", [], shape=(-1,))])

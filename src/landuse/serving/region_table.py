@@ -100,7 +100,7 @@ def _column(table: pd.DataFrame, name: str, why: str) -> pd.Series:
 
 def _lists(table: pd.DataFrame, name: str, ids: np.ndarray, why: str, dtype: type) -> list[np.ndarray]:
     """A list-valued column as one array per row; a null or non-list cell is an error naming the region."""
-    out = []
+    out: list[np.ndarray] = []
     for region, value in zip(ids, _column(table, name, why)):
         if value is None or (np.isscalar(value) and not isinstance(value, (str, bytes))):
             raise RegionTableError(f"region table: region {region}: column {name!r} must be a list, got {value!r}")
@@ -164,10 +164,10 @@ def graph_from_table(table: pd.DataFrame, layout: Sequence[Mapping[str, Any]], e
         src = np.repeat(np.arange(n), lengths)
         if weight_col:
             weights = _lists(table, weight_col, ids, f"the weights of {to_col!r}", np.float32)
-            bad = np.flatnonzero(np.array([len(w) for w in weights]) != lengths)
-            if len(bad):
-                raise RegionTableError(f"region table: region {ids[bad[0]]}: {weight_col!r} has {len(weights[bad[0]])} "
-                                       f"values for {lengths[bad[0]]} ids in {to_col!r}")
+            uneven = np.flatnonzero(np.array([len(w) for w in weights]) != lengths)
+            if len(uneven):
+                raise RegionTableError(f"region table: region {ids[uneven[0]]}: {weight_col!r} has {len(weights[uneven[0]])} "
+                                       f"values for {lengths[uneven[0]]} ids in {to_col!r}")
             weight = np.concatenate(weights).astype(np.float32) if n else np.zeros(0, np.float32)
             if not np.isfinite(weight).all() or (weight < 0).any():
                 raise RegionTableError(f"region table: region {ids[src[np.flatnonzero(~(np.isfinite(weight) & (weight >= 0)))[0]]]}: "

@@ -193,7 +193,7 @@ def _launched_externally() -> bool:
 
 def is_local_master(master: str | None) -> bool:
     """``local``, ``local[N]``, ``local[*]``, ``local[N,F]`` (not ``local-cluster[...]`` nor cluster URLs)."""
-    return bool(master) and _LOCAL_MASTER.fullmatch(master.strip()) is not None
+    return master is not None and _LOCAL_MASTER.fullmatch(master.strip()) is not None
 
 
 def loopback_settings(master: str | None, user_conf: Mapping[str, str]) -> dict[str, str]:
@@ -314,7 +314,7 @@ TASK_FAILURE_LOGGERS = (
 def _quiet_task_failure_logs(spark: "SparkSession") -> None:
     """Raise :data:`TASK_FAILURE_LOGGERS` to FATAL (local sessions only; clusters retry tasks, keep their logs)."""
     try:
-        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+        jvm = _jvm(spark)
         fatal = jvm.org.apache.logging.log4j.Level.FATAL
         for name in TASK_FAILURE_LOGGERS:
             jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, fatal)
@@ -329,8 +329,16 @@ def storage_settings(config: Config) -> dict[str, str]:
     return dict(spark_hadoop_settings(config.storage))
 
 
+def _jvm(spark: "SparkSession") -> Any:
+    """The session's py4j JVM view (None only before the gateway starts or after it stops)."""
+    jvm = spark.sparkContext._jvm
+    if jvm is None:
+        raise SessionError("the Spark session has no JVM gateway (stopped?)")
+    return jvm
+
+
 def _jvm_class(spark: "SparkSession", name: str) -> Any:
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm = _jvm(spark)
     loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
     return jvm.java.lang.Class.forName(name, False, loader)
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import abc
 import uuid
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +49,7 @@ from landuse.spark.schemas import GEOMETRY, REGION_ID
 from landuse.spark.session import session_engine
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
     from landuse.spatial.pointindex import RegionPointIndex
@@ -157,7 +158,7 @@ class BuiltinJoinEngine(SpatialJoinEngine):
         n_keep = len(keep)
         out_names = keep + [out_col]
 
-        def assign_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        def assign_batches(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             index = _cached_index(key, broadcast)
             for batch in batches:
                 x = _as_float64(batch.column(x_idx))
@@ -186,7 +187,7 @@ class BuiltinJoinEngine(SpatialJoinEngine):
         """The point index of a regions DataFrame (collected: regions are small, <= ~1e5 polygons)."""
         from landuse.spatial.pointindex import RegionPointIndex
 
-        table = regions.select(REGION_ID, GEOMETRY).toPandas()  # Arrow: far faster than collect()
+        table: pd.DataFrame = regions.select(REGION_ID, GEOMETRY).toPandas()  # Arrow: far faster than collect()
         wkb = [bytes(g) for g in table[GEOMETRY]]
         ids = table[REGION_ID].to_numpy(dtype=np.int64)
         return RegionPointIndex.from_wkb(ids, wkb, cells_per_region=self.cells_per_region, max_cells=self.max_cells)
@@ -270,7 +271,7 @@ class SedonaJoinEngine(SpatialJoinEngine):
         import pandas as pd
         from pyspark.sql.types import BinaryType
 
-        table = regions.select(REGION_ID, GEOMETRY).toPandas()  # small: <= ~1e5 polygons
+        table: pd.DataFrame = regions.select(REGION_ID, GEOMETRY).toPandas()  # small: <= ~1e5 polygons
         wkb = [bytes(g) for g in table[GEOMETRY]]
         ids = table[REGION_ID].to_numpy(dtype=np.int64)
         frame = pd.DataFrame({self._REGION_ID: ids, "wkb": wkb, "ties": tie_pieces(ids, wkb)})
@@ -390,7 +391,7 @@ def project_points(
     lon_idx, lat_idx = names.index(lon_col), names.index(lat_col)
     key = (str(src_crs), str(crs))
 
-    def project_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def project_batches(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         transformer = _cached_transformer(key)
         for batch in batches:
             lon = _as_float64(batch.column(lon_idx))

@@ -46,7 +46,7 @@ both.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, TypeGuard
 
 import geopandas as gpd
 import numpy as np
@@ -101,7 +101,7 @@ def intersection_areas(
     return r, t, areas
 
 
-def _uses_sedona(spark: "SparkSession | None") -> bool:
+def _uses_sedona(spark: "SparkSession | None") -> TypeGuard["SparkSession"]:
     """Whether to overlay in Sedona SQL: a session was given and it resolved the Sedona engine."""
     if spark is None:
         return False
@@ -148,7 +148,7 @@ def sedona_weighted_areas(
     # One intersection per pair, projected before the sums (inlined, it would be computed per weight).
     areas = pairs.select("r.ri", F.expr("ST_Area(ST_Intersection(r.rg, t.tg))").alias("area"), *weight_names)
     sums = areas.groupBy("ri").agg(*[F.sum(F.col("area") * F.col(name)).alias(name) for name in weight_names])
-    table = sums.toPandas()  # at most n rows of j doubles
+    table: pd.DataFrame = sums.toPandas()  # at most n rows of j doubles
     out[table["ri"].to_numpy(dtype=np.int64)] = table[weight_names].to_numpy(dtype=np.float64)
     return out
 

@@ -181,7 +181,7 @@ class RegionPointIndex:
         rep_rows, rep_cols = np.divmod(reps, self.nx)
         cx = self.x0 + (rep_cols + 0.5) * self.cell_size
         cy = self.y0 + (rep_rows + 0.5) * self.cell_size
-        lut = np.empty(n_components + 1, dtype=self._position_dtype())
+        lut: np.ndarray = np.empty(n_components + 1, dtype=self._position_dtype())
         lut[0] = _BOUNDARY
         lut[1:] = self._query_exact(cx, cy)
         self.cells = lut[labels]

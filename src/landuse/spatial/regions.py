@@ -126,7 +126,7 @@ def source_id_text(values: pd.Series) -> np.ndarray:
     return np.array([str(v) for v in values.to_numpy()], dtype=object)
 
 
-def duplicate_id_message(id_column: str, source_ids: Sequence[str], region_ids: np.ndarray | None = None) -> str:
+def duplicate_id_message(id_column: str, source_ids: Sequence[str] | np.ndarray, region_ids: np.ndarray | None = None) -> str:
     """One line naming the duplicated ids of ``id_column`` and how to number the rows instead."""
     keys = pd.Series(region_ids if region_ids is not None else source_ids)
     dup = pd.Series(list(source_ids))[keys.duplicated(keep=False).to_numpy()]
@@ -268,7 +268,7 @@ def to_spark(spark: "SparkSession", table: gpd.GeoDataFrame) -> "DataFrame":
 def from_spark(df: "DataFrame", crs: str) -> gpd.GeoDataFrame:
     """Collect a (small) regions DataFrame back into a GeoDataFrame in ``crs`` (geometry from WKB)."""
     check_schema(df, REGIONS_SCHEMA, T_REGIONS)
-    pdf = df.select(*REGION_COLUMNS).toPandas()
+    pdf: pd.DataFrame = df.select(*REGION_COLUMNS).toPandas()
     geoms = shapely.from_wkb(pdf[GEOMETRY].map(bytes).to_numpy())
     pdf[GEOMETRY] = geoms
     table = gpd.GeoDataFrame(pdf, geometry=GEOMETRY, crs=crs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -93,7 +94,7 @@ def to_dn(reflectance: np.ndarray) -> np.ndarray:
 
 
 def write_landsat(path: Path, latent: LatentMap, crs: str, pixel_m: int, acquired: date,
-                  rng: np.random.Generator) -> dict[str, object]:
+                  rng: np.random.Generator) -> dict[str, Any]:
     """Write the 7-band GeoTIFF (tiled, deflate, nodata 0); returns its shape/nodata figures."""
     refl, transform = render_reflectance(latent, pixel_m, rng)
     dn = to_dn(refl)

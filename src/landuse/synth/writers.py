@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import logging
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, TypeAlias
 
 import geopandas as gpd
 import numpy as np
@@ -17,7 +17,7 @@ import pyogrio
 # GeoPackage writers stamp gpkg_contents.last_change with the current time unless told otherwise.
 FIXED_OGR_DATE = "2020-01-01T00:00:00.000Z"
 
-Column = pa.Array | str
+Column: TypeAlias = pa.Array | str
 
 
 def fixed_decimal(values: np.ndarray, ndigits: int) -> pa.Array:

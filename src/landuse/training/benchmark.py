@@ -265,7 +265,7 @@ def candidates(config: Config, graph, xy: np.ndarray | None = None, extra: dict[
             hidden = False
     if hidden:
         split_ids = tuple(ids[s] for s in split)
-        out.append(Embedding("hgcn_hidden", "ours", ids, h, split=split_ids,  # type: ignore[arg-type]
+        out.append(Embedding("hgcn_hidden", "ours", ids, h, split=split_ids,
                              note=f"{config.training.variant} on {'+'.join(config.training.features)}, trained on "
                                   f"land-use labels of split 0 (test KL {metrics['test']['kl']:.4f})"))
         out.append(Embedding("hgcn_untrained", "baseline", ids, hgcn_untrained_hidden(graph, config.training, config.seed),

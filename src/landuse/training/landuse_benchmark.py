@@ -147,7 +147,7 @@ class Candidate:
 
 def default_feature_sets(config: Config, available: Sequence[str]) -> list[tuple[str, ...]]:
     """Each available modality alone, then training.features, then all of them (duplicates dropped)."""
-    sets = [(m,) for m in available]
+    sets: list[tuple[str, ...]] = [(m,) for m in available]
     wanted = tuple(f for f in config.training.features if f in available)
     sets += [wanted, tuple(available)] if wanted else [tuple(available)]
     return list(dict.fromkeys(sets))
@@ -338,12 +338,15 @@ def run_landuse_benchmark(config: Config, track: bool = True, progress: bool | N
                         bar.update(1)
                     dim = x.shape[1]
                 else:
+                    variant = cand.variant
+                    if variant is None:  # plan() gives every model row a variant
+                        raise ValueError(f"model row {cand.name!r} has no variant")
                     tcfg = dataclasses.replace(config.training, selection="validation", **training_overrides(cand.options))
                     x_t = training_input(graph, cand.features, tcfg)
-                    ops = training_operators(graph, cand.variant, tcfg)
+                    ops = training_operators(graph, variant, tcfg)
                     results = []
                     for r, split in enumerate(splits):
-                        run = train_split(x_t, graph.y, ops, cand.variant, split, tcfg, config.seed + r, device, index=r)
+                        run = train_split(x_t, graph.y, ops, variant, split, tcfg, config.seed + r, device, index=r)
                         results.append({"test": run.metrics["test"], "val": run.metrics["val"]})
                         bar.update(1)
                     dim = x_t.shape[1]

@@ -23,7 +23,7 @@ from landuse.config import ConfigError, TrainingConfig
 from landuse.data.reader import GraphData
 from landuse.models.hgcn import DEFAULT_HEAD_DIMS, HEADS, HGCN, EnsembleHGCN, variant_defaults
 from landuse.training.metrics import evaluate, kl_loss
-from landuse.training.splits import blocked_splits, random_splits
+from landuse.training.splits import Split, blocked_splits, random_splits
 
 log = logging.getLogger(__name__)
 METRICS = ("kl", "l1_mean", "l1_sum", "cosine")
@@ -134,8 +134,12 @@ def build_model(in_dim: int, num_classes: int, variant: str, cfg: TrainingConfig
     """The variant's model with the config's dropout and width (every head and trunk width × ``cfg.width``);
     an :class:`EnsembleHGCN` of ``cfg.ensemble`` such models when that is > 1."""
     if cfg.ensemble > 1:
-        single = dataclasses.replace(cfg, ensemble=1)
-        return EnsembleHGCN([build_model(in_dim, num_classes, variant, single) for _ in range(cfg.ensemble)])
+        return EnsembleHGCN([build_hgcn(in_dim, num_classes, variant, cfg) for _ in range(cfg.ensemble)])
+    return build_hgcn(in_dim, num_classes, variant, cfg)
+
+
+def build_hgcn(in_dim: int, num_classes: int, variant: str, cfg: TrainingConfig) -> HGCN:
+    """One model of :func:`build_model` (``cfg.ensemble`` is not read)."""
     settings = variant_defaults(variant)
     dims = {**DEFAULT_HEAD_DIMS, **settings["head_dims"]}
     scale = lambda d: max(1, int(round(d * cfg.width)))  # noqa: E731
@@ -181,7 +185,7 @@ def build_operators(graph: GraphData, names: Iterable[str]) -> dict[str, torch.T
     return {k: v for k, v in ops.items() if k in names}
 
 
-def make_splits(graph: GraphData, cfg: TrainingConfig, seed: int, xy: np.ndarray | None = None) -> list[tuple[np.ndarray, ...]]:
+def make_splits(graph: GraphData, cfg: TrainingConfig, seed: int, xy: np.ndarray | None = None) -> list[Split]:
     """K (train, val, test) node-index splits over the labelled nodes."""
     labelled = np.flatnonzero(graph.has_label.numpy())
     if len(labelled) < 10:
@@ -248,7 +252,7 @@ def train_split(
     xs = ((x - mean) / std).to(device)
     y = y.to(device)
     ops = {k: v.to(device) for k, v in operators.items()}
-    model = build_model(x.shape[1], y.shape[1], variant, cfg)
+    model = build_hgcn(x.shape[1], y.shape[1], variant, cfg)  # cfg.ensemble == 1 here (ensembles: above)
     if init is not None:
         init(model)
     model = model.to(device)

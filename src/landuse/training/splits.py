@@ -56,14 +56,15 @@ def blocked_splits(
     block = block.ravel()
     sizes = np.bincount(block)
     cuts = np.array([train, train + val]) * len(idx)
-    out = []
+    out: list[Split] = []
     for i in range(k):
         order = np.random.default_rng([seed, i]).permutation(len(sizes))
         mid = np.cumsum(sizes[order]) - sizes[order] / 2  # midpoint of each block along the shuffled line
         part = np.empty(len(sizes), dtype=np.int64)
         part[order] = np.searchsorted(cuts, mid, side="right")  # 0 train, 1 val, 2 test
         node_part = part[block]
-        out.append(tuple(np.sort(idx[node_part == j]) for j in range(3)))  # type: ignore[arg-type]
+        tr, va, te = (np.sort(idx[node_part == j]) for j in range(3))
+        out.append((tr, va, te))
     return out
 
 

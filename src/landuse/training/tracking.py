@@ -228,7 +228,7 @@ def champions(name: str) -> list[dict[str, Any]]:
     rows = []
     for key in sorted({v.tags[KEY_TAG] for v in versions}):
         own = [v for v in versions if v.tags[KEY_TAG] == key]
-        best = _best(versions, key)
+        best = min(own, key=_rank)  # _best(versions, key); own is never empty
         alias = champion_alias(key)
         aliased = model.aliases.get(alias)
         chosen = by_version.get(str(aliased)) if aliased is not None else None
@@ -298,7 +298,12 @@ def _val_kl(version: Any) -> float:
 def _best(versions: list[Any], key: str) -> Any | None:
     """The champion of ``key``: lowest val_kl, ties to the lowest version number."""
     own = [v for v in versions if v.tags.get(KEY_TAG) == key]
-    return min(own, key=lambda v: (_val_kl(v), int(v.version))) if own else None
+    return min(own, key=_rank) if own else None
+
+
+def _rank(version: Any) -> tuple[float, int]:
+    """Champion order: lowest val_kl, ties to the lowest version number."""
+    return _val_kl(version), int(version.version)
 
 
 def _read_state(client: Any, name: str) -> tuple[Any, list[Any]]:
@@ -308,7 +313,8 @@ def _read_state(client: Any, name: str) -> tuple[Any, list[Any]]:
     registries (Unity Catalog) do not, and one read serves every key this round needs.
     """
     model = client.get_registered_model(name)
-    versions, token = [], None
+    versions: list[Any] = []
+    token = None
     escaped = name.replace("\\", "\\\\").replace("'", "\\'")
     while True:
         page = client.search_model_versions(f"name = '{escaped}'", page_token=token)
@@ -406,7 +412,8 @@ def log_lineage(tables: Mapping[str, Any], manifests: Mapping[str, Mapping[str, 
         if not digest:
             log.warning("lineage: table %s has no manifest fingerprint; not logged", name)
             continue
-        dataset = MetaDataset(_dataset_source(path), name=name, digest=str(digest)[:36],
+        # MetaDataset does not override the abstract Dataset.profile; Dataset is no ABC, so it instantiates
+        dataset = MetaDataset(_dataset_source(path), name=name, digest=str(digest)[:36],  # type: ignore[abstract]
                               schema=_dataset_schema(manifest.get("schema")))
         input_tags = {k: str(manifest[k])[:500] for k in ("rows", "stage") if manifest.get(k) is not None}
         mlflow.log_input(dataset, context=context, tags=input_tags or None)
@@ -438,9 +445,9 @@ def _dataset_schema(schema: Any) -> Any | None:
     """The manifest's ``{column: dtype}`` as an MLflow Schema, or None when a type has no MLflow equivalent."""
     if not isinstance(schema, Mapping) or not schema:
         return None
-    from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
 
-    columns = []
+    columns: list[ColSpec | TensorSpec] = []
     for column, dtype in schema.items():
         mapped = _MLFLOW_TYPES.get(str(dtype).lower())
         if mapped is None:

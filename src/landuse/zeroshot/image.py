@@ -291,7 +291,7 @@ class ImageZeroShot(ZeroShotMethod):
             else np.zeros((0, len(prompts.classes)))
         m = tiles.memberships
         pooled = pool_regions(m["region_id"].to_numpy(), m["tile"].to_numpy(), m["overlap"].to_numpy(),
-                              m["valid_fraction"].to_numpy(), tile_probs, all_regions=region_ids).set_index("region_id")
+                              m["valid_fraction"].to_numpy(), tile_probs, all_regions=region_ids.tolist()).set_index("region_id")
         pooled = pooled.loc[region_ids]
         scored = pooled["has_image"].to_numpy(dtype=bool)
         probs = np.zeros((len(region_ids), len(prompts.classes)), dtype=np.float64)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from landuse.ingest.files import read_delimited
-from landuse.ingest.trips.base import CSV_OPTIONS, TIME_OPTION, TripSource, register_trip_source
+from landuse.ingest.trips.base import CSV_OPTIONS, TIME_OPTION, IngestResult, TripSource, register_trip_source
 from landuse.ingest.trips.helpers import _CountSpec, _formats, _point_trips, _result, _TimeSpec
+from landuse.ingest.validation import LonLatBox
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 @register_trip_source
@@ -26,13 +33,16 @@ class CitiBikeTripSource(TripSource):
         ),
     )
 
-    def _read(self, spark, path, opts, extent, name):  # type: ignore[no-untyped-def]
+    def _read(
+        self, spark: SparkSession, path: Path, opts: dict[str, Any], extent: LonLatBox | None, name: str
+    ) -> IngestResult:
         frame = read_delimited(spark, path, sep=opts["sep"], encoding=opts["encoding"])
         layout = next((lay for lay in self.layouts if all(frame.find(c) for c in lay[:6])), None)
         if layout is None:
             for col in self.layouts[0]:
-                frame.require(col)
-        start, end, olon, olat, dlon, dlat, okey, dkey = layout  # type: ignore[misc]
+                frame.require(col)  # raises at the first missing column of the current layout
+            raise AssertionError("unreachable: a column of the current layout is missing")
+        start, end, olon, olat, dlon, dlat, okey, dkey = layout
         split = _point_trips(
             frame, (frame.require(olon), frame.require(olat), frame.require(dlon), frame.require(dlat)), None,
             (frame.find(okey), frame.find(dkey)),

@@ -262,7 +262,7 @@ def _keyed_trips(
     name: str,
     *,
     cols: _Columns | None = None,
-    time_checks: Checks = (),  # type: ignore[assignment]
+    time_checks: Sequence[tuple["str | Column", "Column"]] = (),
 ) -> V.Split:
     """Trips whose endpoints are keys of ``locs``: unknown keys and unusable locations are rejected.
 
@@ -283,7 +283,7 @@ def _keyed_trips(
             )
         )
         df = df.join(lookup, F.col(f"__{end}k") == F.col(f"__{end}k_j"), "left")
-    checks = [
+    checks: Checks = [
         (V.MISSING_KEY, o_key.isNull() | d_key.isNull()),
         (unknown_reason, F.col("__of").isNull() | F.col("__df").isNull()),
         (F.col("__os"), F.col("__os").isNotNull()),

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from landuse.ingest.coords import check_crs
 from landuse.ingest.files import read_delimited
 from landuse.ingest.options import Option
-from landuse.ingest.trips.base import CSV_OPTIONS, TIME_OPTION, TripSource, register_trip_source
+from landuse.ingest.trips.base import CSV_OPTIONS, TIME_OPTION, IngestResult, TripSource, register_trip_source
 from landuse.ingest.trips.helpers import _CountSpec, _formats, _pick, _point_trips, _result, _TimeSpec
+from landuse.ingest.validation import LonLatBox
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 @register_trip_source
@@ -32,21 +39,23 @@ class PointsOdTripSource(TripSource):
     )
     time_candidates = ("start_time", "start_ts", "time", "timestamp", "datetime")
 
-    def _read(self, spark, path, opts, extent, name):  # type: ignore[no-untyped-def]
+    def _read(
+        self, spark: SparkSession, path: Path, opts: dict[str, Any], extent: LonLatBox | None, name: str
+    ) -> IngestResult:
         where = f"{path}: trip source {name!r} (adapter {self.adapter})"
         if opts["crs"] is not None:
             check_crs(opts["crs"], f"{where}: option crs")
         frame = read_delimited(spark, path, sep=opts["sep"], encoding=opts["encoding"])
-        coords = tuple(
+        o_lon, o_lat, d_lon, d_lat = (
             frame.require(opts[k], what=f"column (option {k})")
             for k in ("o_lon_column", "o_lat_column", "d_lon_column", "d_lat_column")
         )
         start = _pick(frame, opts["time_column"], self.time_candidates, required=False)
         end = frame.require(opts["end_time_column"]) if opts["end_time_column"] else None
-        keys = tuple(frame.require(opts[k]) if opts[k] else None for k in ("o_key_column", "d_key_column"))
+        o_key, d_key = (frame.require(opts[k]) if opts[k] else None for k in ("o_key_column", "d_key_column"))
         count = frame.require(opts["count_column"]) if opts["count_column"] else None
         split = _point_trips(
-            frame, coords, opts["crs"], keys,  # type: ignore[arg-type]
+            frame, (o_lon, o_lat, d_lon, d_lat), opts["crs"], (o_key, d_key),
             _TimeSpec(start, end, _formats(opts["timestamp_format"])), _CountSpec(column=count), extent, name,
         )
         return _result(split, frame, name, timed=start is not None)

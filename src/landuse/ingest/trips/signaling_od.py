@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from landuse.ingest import validation as V
 from landuse.ingest.files import read_delimited
 from landuse.ingest.options import REQUIRED, Option
-from landuse.ingest.trips.base import CSV_OPTIONS, TripSource, register_trip_source
+from landuse.ingest.trips.base import CSV_OPTIONS, IngestResult, TripSource, register_trip_source
 from landuse.ingest.trips.helpers import Checks, _Columns, _CountSpec, _formats, _keyed_trips, _result, _zone_locations
+from landuse.ingest.validation import LonLatBox
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 @register_trip_source
@@ -31,7 +38,9 @@ class SignalingOdTripSource(TripSource):
     )
     date_formats = ("yyyyMMdd", "yyyy/MM/dd")
 
-    def _read(self, spark, path, opts, extent, name):  # type: ignore[no-untyped-def]
+    def _read(
+        self, spark: SparkSession, path: Path, opts: dict[str, Any], extent: LonLatBox | None, name: str
+    ) -> IngestResult:
         from pyspark.sql import functions as F
 
         frame = read_delimited(spark, path, sep=opts["sep"], encoding=opts["encoding"])

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from landuse.ingest import validation as V
 from landuse.ingest.files import read_delimited
 from landuse.ingest.options import REQUIRED, Option
-from landuse.ingest.trips.base import CSV_OPTIONS, TIME_OPTION, TripSource, register_trip_source
+from landuse.ingest.trips.base import CSV_OPTIONS, TIME_OPTION, IngestResult, TripSource, register_trip_source
 from landuse.ingest.trips.helpers import _CountSpec, _formats, _keyed_trips, _result, _TimeSpec, _validate_locations
+from landuse.ingest.validation import LonLatBox
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 @register_trip_source
@@ -29,7 +36,9 @@ class TflCycleHireTripSource(TripSource):
     )
     formats = ("dd/MM/yyyy HH:mm", "dd/MM/yyyy HH:mm:ss")
 
-    def _read(self, spark, path, opts, extent, name):  # type: ignore[no-untyped-def]
+    def _read(
+        self, spark: SparkSession, path: Path, opts: dict[str, Any], extent: LonLatBox | None, name: str
+    ) -> IngestResult:
         frame = read_delimited(spark, path, sep=opts["sep"], encoding=opts["encoding"])
         start = frame.require("Start Date")
         o_col = frame.require("StartStation Id", "Start station number")

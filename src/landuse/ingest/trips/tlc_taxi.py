@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
 from landuse.ingest import validation as V
 from landuse.ingest.coords import check_crs
 from landuse.ingest.errors import IngestError
-from landuse.ingest.files import read_delimited, show_names
+from landuse.ingest.files import RawFrame, read_delimited, show_names
 from landuse.ingest.options import Option
-from landuse.ingest.trips.base import CSV_OPTIONS, TIME_OPTION, TripSource, register_trip_source
+from landuse.ingest.trips.base import CSV_OPTIONS, TIME_OPTION, IngestResult, TripSource, register_trip_source
 from landuse.ingest.trips.helpers import (
     _CountSpec,
     _formats,
@@ -18,6 +21,10 @@ from landuse.ingest.trips.helpers import (
     _TimeSpec,
     _zone_locations,
 )
+from landuse.ingest.validation import LonLatBox
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 @register_trip_source
@@ -54,7 +61,9 @@ class TlcTaxiTripSource(TripSource):
     xy = ("pickup_x", "pickup_y", "dropoff_x", "dropoff_y")
     zone_ids = ("PULocationID", "DOLocationID")
 
-    def _read(self, spark, path, opts, extent, name):  # type: ignore[no-untyped-def]
+    def _read(
+        self, spark: SparkSession, path: Path, opts: dict[str, Any], extent: LonLatBox | None, name: str
+    ) -> IngestResult:
         where = f"{path}: trip source {name!r} (adapter {self.adapter})"
         frame = read_delimited(spark, path, sep=opts["sep"], encoding=opts["encoding"])
         time = _TimeSpec(
@@ -69,16 +78,16 @@ class TlcTaxiTripSource(TripSource):
         if any(overrides):
             if not all(overrides):
                 raise IngestError(f"{where}: set all four of pickup_x/pickup_y/dropoff_x/dropoff_y_column or none")
-            coords = tuple(frame.require(c) for c in overrides)
+            coords = _require4(frame, overrides)
         elif all(frame.find(c) for c in self.lonlat) or all(frame.find(c) for c in self.lonlat_2009):
             names = self.lonlat if all(frame.find(c) for c in self.lonlat) else self.lonlat_2009
-            coords = tuple(frame.require(c) for c in names)
+            coords = _require4(frame, names)
         elif all(frame.find(c) for c in self.xy):
             if crs is None:
                 raise IngestError(
                     f"{where}: columns {', '.join(self.xy)} are projected x/y: set option crs (e.g. EPSG:3857)"
                 )
-            coords = tuple(frame.require(c) for c in self.xy)
+            coords = _require4(frame, self.xy)
         elif all(frame.find(c) for c in self.zone_ids):
             return self._zone_trips(spark, frame, opts, time, extent, name, where, path)
         else:
@@ -87,10 +96,10 @@ class TlcTaxiTripSource(TripSource):
                 f"(with option crs) or {'/'.join(self.zone_ids)} (with option zones_path) "
                 f"(has: {show_names(frame.columns)})"
             )
-        split = _point_trips(frame, coords, crs, (None, None), time, _CountSpec(), extent, name)  # type: ignore[arg-type]
+        split = _point_trips(frame, coords, crs, (None, None), time, _CountSpec(), extent, name)
         return _result(split, frame, name)
 
-    def _zone_trips(self, spark, frame, opts, time, extent, name, where, path):  # type: ignore[no-untyped-def]
+    def _zone_trips(self, spark, frame, opts, time, extent, name, where, path):
         if opts["zones_path"] is None:
             raise IngestError(f"{where}: records have PULocationID/DOLocationID: set option zones_path (taxi zones)")
         locs = _zone_locations(
@@ -102,3 +111,9 @@ class TlcTaxiTripSource(TripSource):
             time, _CountSpec(), name,
         )
         return _result(split, frame, name, locs=locs)
+
+
+def _require4(frame: RawFrame, names: Sequence[str]) -> tuple[str, str, str, str]:
+    """The original names of four required columns (x/y or lon/lat of pickup, then dropoff)."""
+    a, b, c, d = (frame.require(name) for name in names)
+    return a, b, c, d

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from landuse.ingest import validation as V
 from landuse.ingest.files import read_delimited
 from landuse.ingest.options import Option
-from landuse.ingest.trips.base import CSV_OPTIONS, TIME_OPTION, TripSource, register_trip_source
+from landuse.ingest.trips.base import CSV_OPTIONS, TIME_OPTION, IngestResult, TripSource, register_trip_source
 from landuse.ingest.trips.helpers import (
     Checks,
     _Columns,
@@ -17,6 +20,10 @@ from landuse.ingest.trips.helpers import (
     _time_columns,
     _TimeSpec,
 )
+from landuse.ingest.validation import LonLatBox
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 @register_trip_source
@@ -35,7 +42,9 @@ class ZoneOdTripSource(TripSource):
         TIME_OPTION,
     )
 
-    def _read(self, spark, path, opts, extent, name):  # type: ignore[no-untyped-def]
+    def _read(
+        self, spark: SparkSession, path: Path, opts: dict[str, Any], extent: LonLatBox | None, name: str
+    ) -> IngestResult:
         frame = read_delimited(spark, path, sep=opts["sep"], encoding=opts["encoding"])
         o_col = frame.require(opts["o_column"], what="column (option o_column)")
         d_col = frame.require(opts["d_column"], what="column (option d_column)")
