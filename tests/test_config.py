@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -263,3 +264,11 @@ def test_json_schema_describes_every_key(capsys) -> None:
     assert schema["properties"]["work_dir"]["format"] == "path"
     for name, node in [("Config", schema), *schema["$defs"].items()]:
         assert all("description" in prop for prop in node["properties"].values() if "$ref" not in prop), name
+
+
+@pytest.mark.parametrize("override, key", [("spark.shuffle_partitions=true", "spark.shuffle_partitions"),
+                                           ("tune.lr=[0.1,true]", "tune.lr"), ("seed=false", "seed")])
+def test_a_boolean_for_a_number_key_is_refused(repo_root, override: str, key: str) -> None:
+    """pydantic's lax mode would read ``true`` as 1; a config says what it means or fails in one line."""
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: expected a number, got"):
+        load_config(repo_root / "conf/synthetic_shenzhen.yaml", [override])

@@ -39,7 +39,7 @@ import re
 import types
 from dataclasses import field
 from pathlib import Path, PurePath
-from typing import Annotated, Any, Literal, Mapping, Optional, TypeVar, Union, dataclass_transform, get_args, get_origin
+from typing import Annotated, Any, Literal, Mapping, Optional, TypeVar, Union, cast, dataclass_transform, get_args, get_origin
 
 import pydantic.dataclasses
 import yaml
@@ -109,7 +109,30 @@ def section(cls: type[_T]) -> type[_T]:
                             "and lists as tuple[..., ...] (see the module docstring)")
     if "_problems" in vars(cls):
         cls._check_problems = model_validator(mode="after")(_run_problems)  # type: ignore[attr-defined]
-    return pydantic.dataclasses.dataclass(frozen=True, config=_SECTION_CONFIG)(cls)
+    numeric = tuple(name for name, annotation in cls.__dict__.get("__annotations__", {}).items()
+                    if _NUMBER.search(str(annotation)) and not _NOT_ONLY_NUMBER.search(str(annotation)))
+    if numeric:
+        # pydantic makes a before-validator whose first argument is named ``cls`` a classmethod
+        cls._refuse_bool_numbers = model_validator(mode="before")(  # type: ignore[attr-defined]
+            lambda cls, data: _refuse_bools(data, numeric))
+    # pydantic types the result as type[PydanticDataclass]; it is ``cls`` itself, made a dataclass
+    return cast("type[_T]", pydantic.dataclasses.dataclass(frozen=True, config=_SECTION_CONFIG)(cls))
+
+
+_NUMBER = re.compile(r"\b(int|float)\b")
+_NOT_ONLY_NUMBER = re.compile(r"\b(bool|Any|str|Literal)\b")
+
+
+def _refuse_bools(data: Any, numeric: tuple[str, ...]) -> Any:
+    """pydantic's lax mode reads ``true`` as 1 for a number key; a config value ``true`` there is a mistake."""
+    if isinstance(data, dict):
+        for name in numeric:
+            value = data.get(name)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, bool) for v in values):
+                raise PydanticCustomError("config_problem", "{problem}",
+                                          {"key": name, "problem": f"expected a number, got {value!r}"})
+    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -848,8 +871,8 @@ class Config:
             (key, fusion_features(code, known)) for key, codes in (("training.fusion", self.training.fusion),
                                                                    ("benchmark.feature_sets", self.benchmark.feature_sets))
             for code in codes]
-        for key, names in requested:
-            for name in names:
+        for key, wanted in requested:
+            for name in wanted:
                 if name in switches and not switches[name][1]:
                     return [(key, f"modality {name!r} needs embeddings.poi_features.{switches[name][0]}: true")]
         return []
@@ -1217,7 +1240,8 @@ def _lookup(tree: Any, keys: list[str], full: str, origin: str = "config") -> An
 def _validated(cls: type[_T], data: Any, origin: str, context: dict[str, Any] | None = _LOADING) -> _T:
     """``data`` validated into ``cls`` by pydantic; its first problem as a one-line :class:`ConfigError`."""
     try:
-        return _adapter(cls).validate_python(data, context=context)
+        # classes are hashable; mypy does not see it for type[_T] (the cache's Hashable parameter)
+        return _adapter(cls).validate_python(data, context=context)  # type: ignore[arg-type]
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

@@ -74,7 +74,7 @@ def _type_name(prop: dict[str, Any]) -> str:
         return "map of sources" if prop.get("additionalProperties") == {"$ref": _SOURCE} else "map"
     if kind == "string" and prop.get("format") == "path":
         return "path"
-    return {"integer": "int", "number": "float", "boolean": "bool", "string": "str"}.get(kind, str(kind))
+    return {"integer": "int", "number": "float", "boolean": "bool", "string": "str"}.get(str(kind), str(kind))
 
 
 def _default(prop: dict[str, Any]) -> str:

@@ -246,8 +246,13 @@ def test_zonal_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^embeddings\.image\.all_touched: true is the pixel rule of zonal: centre"):
         _spec(path, "raster", {"lst": 1}, indices=(), all_touched=True)
     assert _spec(path, "raster", {"lst": 1}, indices=(), all_touched=True, zonal="centre").all_touched
-    with pytest.raises(ConfigError, match=r"^embeddings\.image\.zonal: 'exact' is not one of exactextract, centre"):
+    with pytest.raises(ValueError, match=r"zonal\n.*Input should be 'exactextract' or 'centre'"):  # typed at construction
         _spec(path, "raster", {"lst": 1}, indices=(), zonal="exact")
+    from landuse.config import load_config
+
+    with pytest.raises(ConfigError, match=r"embeddings\.image\.zonal: 'exact' is not one of exactextract, centre"):
+        load_config(Path(__file__).resolve().parents[2] / "conf/synthetic_london.yaml", ["embeddings.image.zonal=exact"],
+                    check_inputs=False)
     rotated = tmp_path / "rotated.tif"
     with rasterio.open(rotated, "w", driver="GTiff", width=4, height=4, count=1, dtype="float32", crs=UTM50,
                        transform=rasterio.Affine(10, 1, 500_000, 1, -10, 4_000_200)) as dst:

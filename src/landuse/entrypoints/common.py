@@ -245,10 +245,10 @@ def describe_user_error(exc: BaseException) -> str | None:
                 return f"{path}: file not found; {_fix_for(path)}"
             return _java_line(text)
         if module.startswith("pyarrow") and any(f in str(exc) for f in _ARROW_CORRUPT):
-            path = _path_in(str(exc))
-            where = f"{path}: " if path else ""
-            fix = _fix_for(path) if path else "restore the file, or rerun the stage that wrote it with --force"
-            return f"{where}not a readable Parquet file ({_one_line(exc)}); {fix}"
+            file = _path_in(str(exc))
+            where = f"{file}: " if file else ""
+            fix = _fix_for(file) if file else "restore the file, or rerun the stage that wrote it with --force"
+            return f"{where}not a readable Parquet file ({_one_line(str(exc))}); {fix}"
         if isinstance(exc, OSError):
             return _os_error_line(exc)
     except Exception:  # noqa: BLE001 - e.g. the JVM is gone: fall back to the traceback

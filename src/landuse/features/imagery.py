@@ -481,7 +481,7 @@ def _exact_stats(src: rasterio.DatasetReader, geoms: np.ndarray, spec: RasterSpe
         return vectors, counts, coverages
     sources = _plane_sources(src, _Planes(src, spec))
 
-    def op(stat: str, k: int, **options: object) -> Any:
+    def op(stat: str, k: int, **options: str) -> Any:
         return Operation(stat, f"{stat}{'_' + options['coverage_weight'] if options else ''}_{k}", sources[k], None,
                          options)
 
@@ -604,7 +604,7 @@ def _patch_frame(src: rasterio.DatasetReader, frame: pd.DataFrame, crs: str, spe
                 if overlap > 0 and valid_fraction > 0:
                     pixels = values[(slice(None), *tile)].astype(np.float32).ravel()
                     rows.append((region_id, tile_r, tile_c, overlap, valid_fraction, pixels))
-    columns = list(zip(*rows)) if rows else [[]] * 6
+    columns = list(zip(*rows)) if rows else [()] * 6
     n = len(rows)
     return pd.DataFrame(
         {

@@ -74,7 +74,8 @@ def collect_columns(df: DataFrame) -> dict[str, np.ndarray]:
     """
     import pyarrow as pa
 
-    batches = df.toArrow().to_batches() if hasattr(df, "toArrow") else df._collect_as_arrow()  # Spark 4 / 3.5
+    # Spark 4 / 3.5; the 3.5 stubs have no toArrow, so mypy reads it as a column
+    batches = df.toArrow().to_batches() if hasattr(df, "toArrow") else df._collect_as_arrow()  # type: ignore[operator]
     if not batches:
         return {name: np.empty(0) for name in df.columns}
     table = pa.Table.from_batches(batches)

@@ -103,7 +103,7 @@ def run(ctx: StageContext) -> None:
     regions = read_table(spark, config, T_REGIONS, "regions")
     engine = make_engine(spark)
     cfg = config.flows
-    hours = tuple(cfg.hours) if cfg.hours else None
+    hours = (cfg.hours[0], cfg.hours[1]) if cfg.hours else None  # [start, end): two hours, checked at load
     per_source, summaries = [], {}
     for name, meta in sources.items():
         started = time.perf_counter()

@@ -96,7 +96,7 @@ def run(ctx: StageContext) -> None:
         if result.date_range is not None:
             sources[name].update(date_range=list(result.date_range), date_range_rule=result.date_range_rule)
 
-    def union(frames, schema):  # type: ignore[no-untyped-def]
+    def union(frames, schema):
         return reduce(lambda a, b: a.unionByName(b), frames, spark.createDataFrame([], schema))
 
     # One job reads, validates and writes every source's kept trips, counting rows as it goes.
@@ -138,7 +138,7 @@ def _check(summary: "IngestSummary", key: str, path: str, guards: "Guards", forc
     check_kept_share(summary, label, guards.min_kept_fraction)
 
 
-def _write_rejects(spark, rejects, directory: Path) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def _write_rejects(spark, rejects, directory: Path) -> dict[str, int]:
     """Write a rejects table (None: an empty one); its rows per reason, counted from the table as written."""
     from landuse.ingest.quarantine import write_empty_rejects, written_reason_counts
 
@@ -149,7 +149,7 @@ def _write_rejects(spark, rejects, directory: Path) -> dict[str, int]:  # type: 
     return written_reason_counts(spark, directory)
 
 
-def _ingest_pois(ctx: StageContext, extent):  # type: ignore[no-untyped-def]
+def _ingest_pois(ctx: StageContext, extent):
     """POIs: the kept rows written once (counting themselves); rejects read only when rows were rejected."""
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
@@ -158,6 +158,7 @@ def _ingest_pois(ctx: StageContext, extent):  # type: ignore[no-untyped-def]
     from landuse.ingest.validation import observed_metrics
 
     spark, config = ctx.spark, ctx.config
+    assert config.inputs.pois is not None, "the caller ingests POIs only when inputs.pois is set"
     pois = read_pois(spark, config.inputs.pois, extent, name=POI_SOURCE)
     written = Observation(f"pois_{uuid.uuid4().hex}")
     write_spark(pois.pois.observe(written, F.count(F.lit(1)).alias("kept")), ctx.out(T_POIS))

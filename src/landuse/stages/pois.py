@@ -33,6 +33,7 @@ def run(ctx: StageContext) -> None:
         F.sum(F.col(REGION_ID).isNull().cast("long")).alias("outside"),
         F.countDistinct(REGION_ID).alias("regions"),
     ).first()
+    assert row is not None, "an aggregate without grouping has exactly one row"
     ctx.summary.update(
         pois_in=int(row["n"]),
         pois_assigned=int(row["n"]) - int(row["outside"] or 0),

@@ -55,10 +55,10 @@ def model_record(config: Config) -> dict[str, Any]:
         client = MlflowClient()
         aliased, pinned = _ALIASED.fullmatch(uri), _PINNED.fullmatch(uri)
         logged, runs = _LOGGED.fullmatch(uri), _RUNS.fullmatch(uri)
-        if aliased or pinned:
-            name = (aliased or pinned)[1]
-            version = (client.get_model_version_by_alias(name, aliased[2]) if aliased
-                       else client.get_model_version(name, pinned[2]))
+        if match := aliased or pinned:
+            name = match[1]
+            version = (client.get_model_version_by_alias(name, match[2]) if aliased
+                       else client.get_model_version(name, match[2]))
             record.update(version=str(version.version), run_id=version.run_id,
                           artifacts_sha256=_sha(joined_tag(version.tags, VERSION_TAG)))
         elif logged or runs:
@@ -68,6 +68,7 @@ def model_record(config: Config) -> dict[str, Any]:
                 model = mlflow.get_logged_model(logged[1])
                 run_id, name = model.source_run_id, model.name
             else:
+                assert runs is not None, "not a logged-model URI, so a runs:/ one"
                 run_id, name = runs[1], runs[2]
             tags = client.get_run(run_id).data.tags if run_id else {}
             record.update(version=run_id, run_id=run_id, artifacts_sha256=_sha(joined_tag(tags, run_tag(name))))

@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import ModuleType
 
 from landuse.config import Config, ConfigError
 from landuse.runner import Stage, StageContext
@@ -56,7 +57,7 @@ def run(ctx: StageContext) -> None:
 
     from landuse.data.augment import MultispectralAugment
     from landuse.data.patches import load_training_patches
-    from landuse.models.encoders import MMGRModel, POISetEncoder, load_external_encoder, make_encoder
+    from landuse.models.encoders import ImageEncoder, MMGRModel, POISetEncoder, load_external_encoder, make_encoder
     from landuse.training.image_embeddings import region_image_embeddings, write_image_embeddings_table
     from landuse.training.pretrain import PretrainSettings, pretrain
 
@@ -82,18 +83,19 @@ def run(ctx: StageContext) -> None:
     external = str(cfg.external) if cfg.external is not None else ""
     band_map = json.dumps(dict(cfg.band_map)) if cfg.band_map is not None else ""
     tracking: contextlib.AbstractContextManager = contextlib.nullcontext()
-    mlflow = None
+    mlflow: ModuleType | None = None  # the mlflow module when tracked
     if cfg.track:
-        import mlflow
+        import mlflow as tracked
 
         from landuse.training.tracking import setup_mlflow
 
         setup_mlflow(config)
-        tracking = mlflow.start_run(run_name=f"pretrain-{external and 'external' or cfg.encoder}")
+        mlflow = tracked
+        tracking = tracked.start_run(run_name=f"pretrain-{external and 'external' or cfg.encoder}")
     with tracking:
         if external:
             try:
-                encoder = load_external_encoder(external, cfg.encoder, dict(cfg.band_map or {}),
+                encoder: ImageEncoder = load_external_encoder(external, cfg.encoder, dict(cfg.band_map or {}),
                                                 in_bands=patches.bands, band_roles=roles, **encoder_kw)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"pretrain.external: {exc}") from None

@@ -220,7 +220,7 @@ def per_class_table(trial: Trial, classes: Sequence[str], y: np.ndarray) -> pd.D
     return pd.concat(frames).groupby(level="class", sort=False).mean().reset_index()
 
 
-def run_trials(config: Config, graph: GraphData, xy: np.ndarray, plan: list[tuple[str, tuple[str, ...]]]) -> list[Trial]:
+def run_trials(config: Config, graph: GraphData, xy: np.ndarray | None, plan: list[tuple[str, tuple[str, ...]]]) -> list[Trial]:
     """Train each (variant, features) of ``plan`` over the configured splits, with one progress bar."""
     from tqdm.auto import tqdm
 
@@ -289,7 +289,9 @@ def log_and_register(config: Config, graph: GraphData, trial: Trial, why: str | 
     mlflow.log_dict({"val": best.indices["val"].tolist(), "test": best.indices["test"].tolist(),
                      "train": best.indices["train"].tolist(), "region_ids": graph.region_ids.tolist()},
                     "model_split.json")
-    tags = {"variant": trial.variant, "features": trial.code, "run_id": mlflow.active_run().info.run_id}
+    run = mlflow.active_run()
+    assert run is not None, "the caller starts the trial's run before logging its model"
+    tags = {"variant": trial.variant, "features": trial.code, "run_id": run.info.run_id}
     if why:
         tags["registered_because"] = why
         mlflow.set_tag("registered_because", why)
@@ -415,8 +417,8 @@ def run_experiment(config: Config, kind: str, out: Path | None = None) -> tuple[
                   leave=False) as bar:
             for v, feats in plan:
                 code = Trial(v, feats, []).code
-                if blockers[v]:
-                    rows.append(status_row(v, code, SKIPPED, blockers[v], cfg.selection))
+                if blocked := blockers[v]:
+                    rows.append(status_row(v, code, SKIPPED, blocked, cfg.selection))
                     write_partial()
                     continue
                 try:

@@ -94,9 +94,10 @@ def region_image_embeddings(encoder: ImageEncoder, patches_path: Path, batch_siz
     if not rows:
         return pool_regions(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
                             np.zeros((0, encoder.out_dim)), all_regions=all_regions)
-    parts = [np.concatenate(p) for p in zip(*rows)]
-    log.info("image embeddings: %d tiles encoded for %d rows", len(embeddings), len(parts[0]))
-    return pool_regions(*parts, np.stack(embeddings), tile_pixels=tile_pixels, all_regions=all_regions)
+    region_ids, tile_index, overlap, valid_fraction = (np.concatenate(p) for p in zip(*rows))
+    log.info("image embeddings: %d tiles encoded for %d rows", len(embeddings), len(region_ids))
+    return pool_regions(region_ids, tile_index, overlap, valid_fraction, np.stack(embeddings), tile_pixels=tile_pixels,
+                        all_regions=all_regions)
 
 
 def write_image_embeddings_table(table: pd.DataFrame, directory: Path) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def registered_model_missing(model_uri: str) -> str | None:
     if not model_uri.startswith("models:/"):
         return None
     ref = model_uri.removeprefix("models:/")
-    name, alias = (ref.split("@", 1) + [None])[:2] if "@" in ref else (ref.split("/", 1)[0], None)
+    name, _, alias = ref.partition("@") if "@" in ref else (ref.split("/", 1)[0], "", "")
     client = MlflowClient()
     try:
         versions = client.search_model_versions(f"name = '{name}'")
