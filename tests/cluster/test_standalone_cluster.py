@@ -158,7 +158,7 @@ def pipeline_outputs(stdout: str, roots: dict[str, str]) -> dict[str, tuple[str,
     found = {}
     for line in stdout.splitlines():
         match = re.match(r"^(\S+)\s+(\S+)\s+[\d.]+\s+(\S+)$", line)
-        if match and match.group(1) in STAGES:
+        if match and match.group(1) in STAGES and match.group(2) != "disabled":  # a disabled stage has no output
             stage, status, path = match.groups()
             hits = [(root, key) for root, key in roots.items() if path == root or path.startswith(root.rstrip("/") + "/")]
             assert hits, f"output {path} of {stage} is under none of {sorted(roots)}"
