@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="pretraining runs (initialisations) to average")
     args = parser.parse_args(argv)
 
-    from landuse.training.pretrain import PretrainSettings
-    from landuse.training.probe import pretrained_vs_random_probe
+    from landuse.pretraining.pretrain import PretrainSettings
+    from landuse.evaluation.probe import pretrained_vs_random_probe
 
     work, tables = Path(args.work_dir), Path(args.work_dir) / "tables"
     missing = [t for t in ("image_patches", "poi_regions", "labels") if not (tables / t).is_dir()]

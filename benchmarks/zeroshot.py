@@ -77,7 +77,7 @@ def supervised(config, uri: str, classes: list[str], ids: np.ndarray) -> np.ndar
     """[len(ids), C] predictions of the registered model, or a one-line reason why there are none."""
     from landuse.data.reader import load_graph
     from landuse.serving.pyfunc import load_region_model, table_for_graph
-    from landuse.training.predict import registered_model_missing
+    from landuse.serving.predict import registered_model_missing
     from landuse.training.tracking import setup_mlflow
 
     setup_mlflow(config)

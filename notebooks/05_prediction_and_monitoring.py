@@ -23,7 +23,7 @@ from landuse.notebook import stage_results
 from landuse.runner import run_pipeline
 from landuse.spark.io import read_pandas
 from landuse.stages import STAGES
-from landuse.training.predict import GEOJSON_FILE, MAP_OUTPUT, T_PREDICTIONS, model_uri
+from landuse.serving.predict import GEOJSON_FILE, MAP_OUTPUT, T_PREDICTIONS, model_uri
 
 if params["model"]:  # the model widget is the override predict.model
     params["overrides"] = f"{params['overrides']} {shlex.quote('predict.model=' + params['model'])}"

@@ -11,8 +11,8 @@ import yaml
 
 from landuse import literature
 from landuse.errors import CorruptInputError
-from landuse.training import benchmark as B
-from landuse.training import landuse_benchmark as L
+from landuse.evaluation import embeddings_benchmark as B
+from landuse.evaluation import landuse_benchmark as L
 
 # The literals that lived in landuse/training/*.py before the move, captured once: every consumer must
 # still get exactly these numbers, in this order (the README tables quote them).

@@ -27,7 +27,7 @@ from landuse.monitoring.run import GEOJSON_FILE, MAP_FILE, run_monitoring
 from landuse.spark.io import PART, write_pandas
 from landuse.synth import generate
 from landuse.synth.generator import DEVIATIONS_FILE, PLANNED_FILE, TRUTH_FILE
-from landuse.training.predict import prediction_table
+from landuse.serving.predict import prediction_table
 
 CLASSES = ["commercial", "residential", "green_space"]
 

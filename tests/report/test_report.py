@@ -65,7 +65,7 @@ def make_work_dir(work: Path, *, optional: bool = True) -> None:
     from PIL import Image
     from shapely.geometry import box
 
-    from landuse.training.predict import prediction_table
+    from landuse.serving.predict import prediction_table
 
     rng = np.random.default_rng(7)
     tables = work / "tables"

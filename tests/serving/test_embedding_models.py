@@ -44,9 +44,9 @@ from landuse.serving.embeddings import (
     save_poi_embedding_model,
 )
 from landuse.stages.embeddings import FLOW_STAGE, POI_STAGE, T_FLOW_EMBEDDINGS, T_POI_EMBEDDINGS
-from landuse.training.image_embeddings import region_image_embeddings, write_image_embeddings
-from landuse.training.pretrain import PretrainSettings, pretrain
-from tests.training.test_pretrain import BANDS, SIZE, _write_patch_table, make_model, synthetic_tiles
+from landuse.pretraining.image_embeddings import region_image_embeddings, write_image_embeddings
+from landuse.pretraining.pretrain import PretrainSettings, pretrain
+from tests.pretraining.test_pretrain import BANDS, SIZE, _write_patch_table, make_model, synthetic_tiles
 
 SEED = 7
 ROLES = ("blue", "green", "red", "nir")

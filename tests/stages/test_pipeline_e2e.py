@@ -191,7 +191,7 @@ def test_pretrain_command_resumes_and_feeds_assemble(synthetic_run, repo_root: P
 
     from landuse.entrypoints.pretrain import main as pretrain_main
     from landuse.runner import run_pipeline
-    from landuse.training.image_embeddings import PRETRAIN_CONFIG_KEYS
+    from landuse.pretraining.image_embeddings import PRETRAIN_CONFIG_KEYS
 
     profile, base, _ = synthetic_run
     conf = str(repo_root / f"conf/synthetic_{profile}.yaml")

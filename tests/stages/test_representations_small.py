@@ -15,7 +15,7 @@ import pytest
 from landuse.config import load_config
 from landuse.runner import run_pipeline
 from landuse.stages import STAGES
-from landuse.training.probe import dominant_class_probe
+from landuse.evaluation.probe import dominant_class_probe
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +46,8 @@ def test_linear_probe_beats_twice_chance(small_graph, modality: str) -> None:
 def test_pretrained_image_encoder_beats_random_encoder(small_graph) -> None:
     """Issue acceptance: a linear probe on H_img from the MMGR-pretrained encoder beats the same probe
     on the same encoder untrained (same initialisation, same tiles, same pooling, 5 region splits)."""
-    from landuse.training.pretrain import PretrainSettings
-    from landuse.training.probe import pretrained_vs_random_probe
+    from landuse.pretraining.pretrain import PretrainSettings
+    from landuse.evaluation.probe import pretrained_vs_random_probe
 
     config = small_graph[0]
     result = pretrained_vs_random_probe(config.tables_dir, str(config.inputs.imagery.path),

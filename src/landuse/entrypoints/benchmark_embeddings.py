@@ -1,4 +1,4 @@
-"""``landuse run benchmark-embeddings``: the benchmark-embeddings stage (landuse.stages.benchmarks, landuse.training.benchmark).
+"""``landuse run benchmark-embeddings``: the benchmark-embeddings stage (landuse.stages.benchmarks, landuse.evaluation.embeddings_benchmark).
 
 Settings are the config's ``benchmark_embeddings`` section; each flag sets one of its keys
 (``--labels CSV`` is ``benchmark_embeddings.labels``, ``--embeddings NAME=PATH`` adds

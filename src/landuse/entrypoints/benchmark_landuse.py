@@ -1,4 +1,4 @@
-"""``landuse run benchmark-landuse``: the benchmark-landuse stage (landuse.stages.benchmarks, landuse.training.landuse_benchmark).
+"""``landuse run benchmark-landuse``: the benchmark-landuse stage (landuse.stages.benchmarks, landuse.evaluation.landuse_benchmark).
 
 Runs the stage even when ``benchmark.enabled`` is false (that flag makes it a step of ``landuse
 pipeline``); ``--no-mlflow`` is ``benchmark.mlflow=false``. An unchanged benchmark is skipped and its

@@ -43,7 +43,7 @@ def summary(config, result) -> None:  # config: landuse.config.Config; result: l
     """Print the predictions from the committed outputs (also when the stage was skipped as unchanged)."""
     from landuse.manifest import read_manifest
     from landuse.storage import read_parquet
-    from landuse.training.predict import DOMINANT, GEOJSON_FILE, MAP_OUTPUT, T_PREDICTIONS
+    from landuse.serving.predict import DOMINANT, GEOJSON_FILE, MAP_OUTPUT, T_PREDICTIONS
 
     parquet = result.outputs[T_PREDICTIONS]
     geojson = result.outputs[MAP_OUTPUT] / GEOJSON_FILE
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return stage_main("predict", argv, parser=build_parser(), overrides=model_overrides, summary=summary)
 
     def body() -> int:
-        from landuse.training.predict import model_uri
+        from landuse.serving.predict import model_uri
         from landuse.training.tracking import setup_mlflow
 
         if args.regions is None:

@@ -88,7 +88,7 @@ def settings_overrides(args: argparse.Namespace) -> list[str]:
 def summary(config, result) -> None:  # config: landuse.config.Config; result: landuse.runner.StageResult
     """Print the pretraining's outcome from the committed table's manifest."""
     from landuse.manifest import read_manifest
-    from landuse.training.image_embeddings import T_IMAGE_EMBEDDINGS
+    from landuse.pretraining.image_embeddings import T_IMAGE_EMBEDDINGS
 
     out = result.outputs[T_IMAGE_EMBEDDINGS]
     facts = read_manifest(out) or {}

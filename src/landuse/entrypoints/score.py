@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         from landuse.spark.io import read_spark, write_spark
         from landuse.spark.session import build_session
         from landuse.storage import is_local, location
-        from landuse.training.predict import load_served_model
+        from landuse.serving.predict import load_served_model
         from landuse.training.tracking import setup_mlflow
 
         config = load_from_args(args)

@@ -66,7 +66,7 @@ def settings_overrides(args: argparse.Namespace) -> list[str]:
     ``landuse run transfer`` needs a source city: without one (flag, trailing override or config) it
     is a one-line error naming ``transfer.source_config``, not a stage disabled by config.
     """
-    from landuse.training.transfer import load_source_config
+    from landuse.pretraining.transfer import load_source_config
 
     flags = flag_overrides(args, "transfer", SETTINGS)
     # only the assembled tables are read: the source city's raw inputs need not be present

@@ -29,7 +29,7 @@ from landuse.storage import location, read_parquet
 log = logging.getLogger(__name__)
 
 T_MONITORING = "monitoring"
-T_PREDICTIONS = "predictions"  # as written by landuse.training.predict
+T_PREDICTIONS = "predictions"  # as written by landuse.serving.predict
 MAPS_OUTPUT = "monitoring_map"  # the monitor stage's output of maps: <driver_dir>/maps/monitoring/
 MAP_FILE = "monitoring_deviations.png"  # in it
 GEOJSON_FILE = "monitoring.geojson"  # in it (EPSG:4326)

@@ -241,7 +241,7 @@ def load_required(config: Config) -> tuple["gpd.GeoDataFrame", pd.DataFrame, dic
     """Regions (indexed by region id, geometry only), predictions and the predictions manifest."""
     from landuse.spark.io import read_geoparquet, read_pandas
     from landuse.spark.schemas import REGION_ID, T_REGIONS
-    from landuse.training.predict import T_PREDICTIONS
+    from landuse.serving.predict import T_PREDICTIONS
 
     regions = read_geoparquet(config, T_REGIONS, "regions")[[REGION_ID, "geometry"]].set_index(REGION_ID)
     predictions = read_pandas(config, T_PREDICTIONS, "predict")
@@ -284,7 +284,7 @@ def maps_section(page: Page, config: Config, regions: "gpd.GeoDataFrame", predic
                  manifest: dict) -> None:
     """True vs predicted dominant land use, per-region error, mixed-use entropy, prediction summary."""
     from landuse.spark.schemas import REGION_ID
-    from landuse.training.predict import DOMINANT, ENTROPY_NORM
+    from landuse.serving.predict import DOMINANT, ENTROPY_NORM
 
     classes = prediction_classes(config, predictions, manifest)
     pred = predictions.set_index(REGION_ID)
@@ -348,7 +348,7 @@ def maps_section(page: Page, config: Config, regions: "gpd.GeoDataFrame", predic
 
 def _dominant(frame: pd.DataFrame, classes: Sequence[str]) -> pd.Series:
     """The dominant class per region: the table's ``dominant_class`` column, else the arg-max class."""
-    from landuse.training.predict import DOMINANT
+    from landuse.serving.predict import DOMINANT
 
     return frame[DOMINANT] if DOMINANT in frame.columns else frame[list(classes)].astype(float).idxmax(axis=1)
 

@@ -255,7 +255,7 @@ def predict_new_regions(config: Config, model_uri: str, regions_path: Path, id_c
 
     from landuse.data.reader import load_graph
     from landuse.serving.pyfunc import table_for_graph
-    from landuse.training.predict import GEOJSON_FILE, MAP_OUTPUT, T_PREDICTIONS, load_served_model, score_table
+    from landuse.serving.predict import GEOJSON_FILE, MAP_OUTPUT, T_PREDICTIONS, load_served_model, score_table
 
     derived = derived_config(config, regions_path, id_column)
     model, spec = load_served_model(model_uri)
@@ -286,7 +286,7 @@ def write_scores(derived: Config, table: pd.DataFrame, meta: dict[str, Any]) -> 
     derived work dir (``tables/predictions``, ``maps/predictions/predictions.geojson``); always rewritten."""
     from landuse.runner import Stage, StageContext, no_spark, run_stage
     from landuse.stages.predict import outputs
-    from landuse.training.predict import MAP_OUTPUT, T_PREDICTIONS, write_predictions
+    from landuse.serving.predict import MAP_OUTPUT, T_PREDICTIONS, write_predictions
 
     @no_spark
     def write(ctx: StageContext) -> None:

@@ -175,7 +175,7 @@ def python_model():
                 probs = score(self.network, self.spec, graph)
             except RegionTableError as exc:
                 raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
-            from landuse.training.predict import prediction_table
+            from landuse.serving.predict import prediction_table
 
             return prediction_table(graph.region_ids.numpy(), probs, list(self.spec.classes))
 

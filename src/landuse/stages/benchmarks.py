@@ -1,12 +1,12 @@
 """Stages ``benchmark-landuse`` and ``benchmark-embeddings``: our tables and models beside published results.
 
-* ``benchmark-landuse`` (landuse.training.landuse_benchmark): the region-embedding literature's
+* ``benchmark-landuse`` (landuse.evaluation.landuse_benchmark): the region-embedding literature's
   land-use protocol (``benchmark.repeats`` random splits, MLP probe on every feature table, our models
   trained end to end on the same splits) -> ``<work_dir>/results/benchmark_landuse/`` (``results.csv``,
   ``results.md``, ``best.json``, ``embeddings/``). Rows are written as each candidate finishes: a crash
   keeps them in ``results/benchmark_landuse.incomplete/``; a run with failed candidates is committed
   but not reused, so the next run retries them.
-* ``benchmark-embeddings`` (landuse.training.benchmark): every modality, fused, the HGCN hidden layer
+* ``benchmark-embeddings`` (landuse.evaluation.embeddings_benchmark): every modality, fused, the HGCN hidden layer
   and extra tables (``benchmark_embeddings.embeddings``) vs baselines; with the mh-180 labels file
   (``benchmark_embeddings.labels``, or ``${vars.data_root}/labels/mh180_region_labels.csv``) the
   MVURE/MGFN protocol -> ``<work_dir>/results/benchmark_embeddings/``.
@@ -32,7 +32,7 @@ EMBEDDINGS = "benchmark-embeddings"
 @no_spark  # reads the Petastorm shards; no Spark session
 def run_landuse(ctx: StageContext) -> None:
     """Every candidate on the same repeats, into the stage's staging directory; MLflow when benchmark.mlflow."""
-    from landuse.training.landuse_benchmark import PUBLISHED_LABEL, run_landuse_benchmark
+    from landuse.evaluation.landuse_benchmark import PUBLISHED_LABEL, run_landuse_benchmark
 
     config = ctx.config
     result = run_landuse_benchmark(config, track=config.benchmark.mlflow, out=ctx.out(LANDUSE))
@@ -46,7 +46,7 @@ def run_landuse(ctx: StageContext) -> None:
 
 def _landuse_outputs(config: Config) -> dict:
     from landuse.training.experiments import results_dir
-    from landuse.training.landuse_benchmark import KIND
+    from landuse.evaluation.landuse_benchmark import KIND
 
     return {LANDUSE: results_dir(config, KIND)}
 
@@ -69,7 +69,7 @@ LANDUSE_STAGE = Stage(
 
 def _embeddings_inputs(config: Config) -> list[Path]:
     """The labels file of task (b) (given, or the default when it exists) and the extra embedding tables."""
-    from landuse.training.benchmark import labels_for
+    from landuse.evaluation.embeddings_benchmark import labels_for
 
     labels, _, _ = labels_for(config)
     return [*([labels] if labels is not None else []), *(Path(p) for p in config.benchmark_embeddings.embeddings.values())]
@@ -78,7 +78,7 @@ def _embeddings_inputs(config: Config) -> list[Path]:
 @no_spark  # node_features through Petastorm, flows and poi_counts through pyarrow
 def run_embeddings(ctx: StageContext) -> None:
     """Both tasks on every candidate, into the stage's staging directory; MLflow when benchmark_embeddings.mlflow."""
-    from landuse.training.benchmark import labels_for, run_benchmark
+    from landuse.evaluation.embeddings_benchmark import labels_for, run_benchmark
 
     config = ctx.config
     cfg = config.benchmark_embeddings
@@ -91,7 +91,7 @@ def run_embeddings(ctx: StageContext) -> None:
 
 
 def _embeddings_outputs(config: Config) -> dict:
-    from landuse.training.benchmark import KIND
+    from landuse.evaluation.embeddings_benchmark import KIND
     from landuse.training.experiments import results_dir
 
     return {EMBEDDINGS: results_dir(config, KIND)}

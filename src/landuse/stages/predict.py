@@ -1,4 +1,4 @@
-"""Stage ``predict``: per-region predicted distributions from the registered champion (landuse.training.predict).
+"""Stage ``predict``: per-region predicted distributions from the registered champion (landuse.serving.predict).
 
 Scores every region of the work dir (``node_features`` and the edge lists, read by
 :func:`landuse.data.reader.load_graph`) with the MLflow model ``predict.model`` (default
@@ -18,7 +18,7 @@ from typing import Any
 
 from landuse.config import Config
 from landuse.runner import Stage, StageContext, no_spark
-from landuse.training.predict import GEOJSON_FILE, MAP_OUTPUT, T_PREDICTIONS, model_uri
+from landuse.serving.predict import GEOJSON_FILE, MAP_OUTPUT, T_PREDICTIONS, model_uri
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def model_record(config: Config) -> dict[str, Any]:
 @no_spark  # the pyfunc on pandas tables; no Spark session
 def run(ctx: StageContext) -> None:
     """Score the regions with the model; write the table and the GeoJSON into the staging dirs."""
-    from landuse.training.predict import predict
+    from landuse.serving.predict import predict
     from landuse.training.tracking import setup_mlflow
 
     config = ctx.config

@@ -26,7 +26,7 @@ from types import ModuleType
 from landuse.config import Config, ConfigError
 from landuse.runner import Stage, StageContext
 from landuse.spark.io import table_path
-from landuse.training.image_embeddings import PRETRAIN_CONFIG_KEYS, T_IMAGE_EMBEDDINGS
+from landuse.pretraining.image_embeddings import PRETRAIN_CONFIG_KEYS, T_IMAGE_EMBEDDINGS
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def run(ctx: StageContext) -> None:
     from landuse.data.augment import MultispectralAugment
     from landuse.data.patches import load_training_patches
     from landuse.models.encoders import ImageEncoder, MMGRModel, POISetEncoder, load_external_encoder, make_encoder
-    from landuse.training.image_embeddings import region_image_embeddings, write_image_embeddings_table
-    from landuse.training.pretrain import PretrainSettings, pretrain
+    from landuse.pretraining.image_embeddings import region_image_embeddings, write_image_embeddings_table
+    from landuse.pretraining.pretrain import PretrainSettings, pretrain
 
     config = ctx.config
     cfg = config.pretrain

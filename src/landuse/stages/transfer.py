@@ -1,4 +1,4 @@
-"""Stage ``transfer``: pretrain on a source city, fine-tune on this (the target) city (landuse.training.transfer).
+"""Stage ``transfer``: pretrain on a source city, fine-tune on this (the target) city (landuse.pretraining.transfer).
 
 Enabled when the config names a source city (``transfer.source_config``, layered with
 ``transfer.source_set``). Reads the target's assembled tables and the source's (``node_features`` and
@@ -37,7 +37,7 @@ def extra(config: Config) -> dict[str, Any]:
     from landuse.data.reader import PRODUCERS
     from landuse.manifest import read_manifest
     from landuse.spark.io import table_path
-    from landuse.training.transfer import load_source_config
+    from landuse.pretraining.transfer import load_source_config
 
     source = load_source_config(config)
     tables = {}
@@ -53,7 +53,7 @@ def run(ctx: StageContext) -> None:
     """Run the transfer experiment into the stage's staging directory."""
     import logging
 
-    from landuse.training.transfer import load_source_config, transfer_experiment
+    from landuse.pretraining.transfer import load_source_config, transfer_experiment
 
     target = ctx.config
     source = load_source_config(target)

@@ -9,7 +9,7 @@ to the model's image size and normalised with the checkpoint's CLIP mean/std. Ea
 against ``prompts.class_texts`` (one prompt per class, e.g. "This is an area dominated by
 [class]"): softmax over classes of cosine similarity / ``zeroshot.temperature``. A region's
 distribution is the mean of its tiles' distributions weighted by ``overlap × valid_fraction`` —
-the pooling of H_img (:func:`landuse.training.image_embeddings.pool_regions`); regions without
+the pooling of H_img (:func:`landuse.pretraining.image_embeddings.pool_regions`); regions without
 tiles get a reject row ``no_image``.
 
 Checkpoint format: a Hugging Face CLIP directory as written by ``CLIPModel.save_pretrained`` plus
@@ -276,7 +276,7 @@ class ImageZeroShot(ZeroShotMethod):
     def score(self, prompts: RegionPrompts) -> ZeroShotOutput:
         """Pooled per-region CLIP distributions; regions without tiles are rejected (``no_image``)."""
         from landuse.spark.io import require_table
-        from landuse.training.image_embeddings import pool_regions
+        from landuse.pretraining.image_embeddings import pool_regions
 
         cfg, checkpoint = self.config.zeroshot.image, self.checkpoint()
         patches_dir = require_table(self.config, T_IMAGE_PATCHES, "imagery")

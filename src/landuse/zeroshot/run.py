@@ -82,7 +82,7 @@ def zeroshot_table(region_ids: np.ndarray, probs: np.ndarray, scored: np.ndarray
                    classes: Sequence[str]) -> pd.DataFrame:
     """The prediction table's columns plus ``scored``, ascending region id; unscored rows: zero
     probabilities, null dominant class, confidence and entropies."""
-    from landuse.training.predict import CONFIDENCE, DOMINANT, ENTROPY, ENTROPY_NORM, prediction_table
+    from landuse.serving.predict import CONFIDENCE, DOMINANT, ENTROPY, ENTROPY_NORM, prediction_table
 
     ids = np.asarray(region_ids, dtype=np.int64)
     scored = np.asarray(scored, dtype=bool)

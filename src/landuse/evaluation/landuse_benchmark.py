@@ -391,7 +391,7 @@ def _write_embedding(path: Path, region_ids: np.ndarray, x: np.ndarray) -> None:
 def _track(config: Config, table: pd.DataFrame, text: str, out: Path, best: dict) -> str:
     import mlflow
 
-    from landuse.training.benchmark import metric_key
+    from landuse.evaluation.embeddings_benchmark import metric_key
     from landuse.training.tracking import log_config, setup_mlflow
 
     setup_mlflow(config)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from landuse.config import ConfigError, TrainingConfig
-from landuse.training import benchmark as B
+from landuse.evaluation import embeddings_benchmark as B
 
 
 def labelled_frame(n: int = 120, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:

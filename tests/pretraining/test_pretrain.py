@@ -14,8 +14,8 @@ import torch
 from landuse.data.augment import MultispectralAugment
 from landuse.data.patches import iter_patch_batches, load_patch_set, token_batch
 from landuse.models.encoders import MMGRModel, POISetEncoder, SmallCNN
-from landuse.training.image_embeddings import pool_regions, region_image_embeddings, write_image_embeddings
-from landuse.training.pretrain import PretrainSettings, latest_checkpoint, nt_xent, pretrain
+from landuse.pretraining.image_embeddings import pool_regions, region_image_embeddings, write_image_embeddings
+from landuse.pretraining.pretrain import PretrainSettings, latest_checkpoint, nt_xent, pretrain
 
 BANDS, SIZE = 4, 16
 
@@ -100,7 +100,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path) -> None:
 def test_incomplete_last_batch_and_batch_of_one(caplog) -> None:
     pixels, tokens, _ = synthetic_tiles(9)
     # 9 = 4 + 4 + 1: the batch of one is skipped with a note; 9 = 5 + 4 trains on all
-    with caplog.at_level("INFO", logger="landuse.training.pretrain"):
+    with caplog.at_level("INFO", logger="landuse.pretraining.pretrain"):
         history = pretrain(make_model(), pixels, tokens, PretrainSettings(epochs=1, batch_size=4))
     assert np.isfinite(history[0])
     assert "skips a batch of 1 sample" in caplog.text
@@ -255,7 +255,7 @@ def test_resolved_config_json_holds_the_pretrain_and_transfer_sections(repo_root
 def test_pretrain_settings_change_the_image_embeddings_config_hash(repo_root, tmp_path) -> None:
     """The pretrain stage's config hash covers PRETRAIN_CONFIG_KEYS; assemble (encoder H_img) depends on the stage."""
     from landuse.config import load_config
-    from landuse.training.image_embeddings import PRETRAIN_CONFIG_KEYS
+    from landuse.pretraining.image_embeddings import PRETRAIN_CONFIG_KEYS
 
     def config(*overrides: str):
         return load_config(repo_root / "conf/synthetic_london.yaml",

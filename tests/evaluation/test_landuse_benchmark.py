@@ -11,7 +11,7 @@ import pytest
 
 from landuse.config import load_config
 from landuse.data.tables import assemble_node_features, write_shards
-from landuse.training.landuse_benchmark import ProbeSettings, plan, probe, published_rows
+from landuse.evaluation.landuse_benchmark import ProbeSettings, plan, probe, published_rows
 from landuse.training.splits import nested_splits
 
 SIDE = 12  # a 12 x 12 grid city
@@ -126,7 +126,8 @@ def test_benchmark_landuse_end_to_end(tmp_path: Path, capsys) -> None:
 
 
 def test_a_failing_candidate_keeps_the_others(tmp_path: Path, monkeypatch) -> None:
-    from landuse.training import landuse_benchmark, protocol
+    from landuse.evaluation import landuse_benchmark
+    from landuse.training import protocol
 
     cfg = config_file(tmp_path, "  feature_sets: [sig, noise]\n")
     write_city(tmp_path / "work")

@@ -16,7 +16,7 @@ from landuse.config import ConfigError, TrainingConfig, load_config
 from landuse.data.reader import GraphData
 from landuse.models.hgcn import HGCN
 from landuse.training.protocol import cpu_threads, train_split
-from landuse.training.transfer import (
+from landuse.pretraining.transfer import (
     output_layer, prepare_city, run_transfer, train_split_from, transfer_state, val_fraction_for,
 )
 

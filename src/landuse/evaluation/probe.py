@@ -9,7 +9,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from landuse.data.augment import MultispectralAugment
-    from landuse.training.pretrain import PretrainSettings
+    from landuse.pretraining.pretrain import PretrainSettings
 
 
 def dominant_class_probe(vectors: np.ndarray, y: np.ndarray, seed: int = 0, test_size: float = 0.3) -> tuple[float, int]:
@@ -57,8 +57,8 @@ def pretrained_vs_random_probe(tables_dir: Path, raster_path: str, settings: Pre
 
     from landuse.data.patches import load_training_patches
     from landuse.models.encoders import MMGRModel, POISetEncoder, SmallCNN
-    from landuse.training.image_embeddings import encode_tiles, pool_regions
-    from landuse.training.pretrain import pretrain
+    from landuse.pretraining.image_embeddings import encode_tiles, pool_regions
+    from landuse.pretraining.pretrain import pretrain
 
     tables_dir = Path(tables_dir)
     torch.manual_seed(settings.seed)
