@@ -251,17 +251,24 @@ def test_cluster_overlay_layers_on_a_dataset_config() -> None:
     assert config.training.registered_model.count(".") == 2  # Unity Catalog: catalog.schema.model
 
 
-def test_databricks_bundle_runs_every_job_in_order() -> None:
-    """deploy/databricks/databricks.yml: a task per job file, chained in pipeline order."""
+def test_databricks_bundle_tasks_call_the_wheels_entry_point() -> None:
+    """deploy/databricks/databricks.yml (generated from the DAG, see tests/test_dag.py): every task runs
+    ``landuse run STAGE`` through the wheel's ``landuse`` console script, on the wheel `make dist` builds."""
+    import tomllib
+
     import yaml
 
+    from landuse.stages import STAGES
+
     bundle_file = REPO / "deploy" / "databricks" / "databricks.yml"
-    tasks = yaml.safe_load(bundle_file.read_text())["resources"]["jobs"]["landuse"]["tasks"]
-    files = [Path(t["spark_python_task"]["python_file"]).stem for t in tasks]
-    expected = [job for job, _ in STAGE_JOBS] + ["train", "ablation", "fusion", "predict", "monitor", "report"]
-    assert files == expected
-    for prev, task in zip([None, *tasks], tasks):
-        assert (bundle_file.parent / task["spark_python_task"]["python_file"]).is_file()
-        assert [d["task_key"] for d in task.get("depends_on", [])] == ([prev["task_key"]] if prev else [])
-        assert "--config" in task["spark_python_task"]["parameters"]
-        assert any("whl" in lib for lib in task["libraries"])
+    doc = yaml.safe_load(bundle_file.read_text())
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for task in doc["resources"]["jobs"]["landuse"]["tasks"]:
+        wheel_task = task["python_wheel_task"]
+        assert scripts[wheel_task["entry_point"]] == "landuse.cli:main" and wheel_task["package_name"] == "landuse"
+        command, stage, *rest = wheel_task["parameters"]
+        assert command == "run" and stage == task["task_key"] and stage in STAGES
+        assert rest[0] == "--config" and any(p.startswith("work_dir=") for p in rest)
+        wheels = [lib["whl"] for lib in task["libraries"] if "whl" in lib]
+        assert wheels == ["../../dist/landuse-*-py3-none-any.whl"]  # what `make dist` writes
+    assert (bundle_file.parent / doc["artifacts"]["landuse"]["path"] / "pyproject.toml").is_file()

@@ -167,7 +167,8 @@ def test_01_ingest_and_quality(notebooks) -> None:
 @pytest.mark.slow
 def test_02_features(notebooks) -> None:
     run = notebooks("02_features.py")
-    assert set(run.frame_with("stage", "status")["status"]) == {"ran"}
+    status = run.frame_with("stage", "status").set_index("stage")["status"]
+    assert set(status.drop("pretrain")) == {"ran"} and status["pretrain"] == "disabled"  # H_img: band statistics
     mods = run.frame_with("modality", "dim").set_index("modality")
     assert {"poi", "geo"} <= set(mods.index) and (mods["dim"] > 0).all()
     shapes = run.frame_with("tensor", "shape").set_index("tensor")["shape"]
