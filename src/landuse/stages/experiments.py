@@ -35,7 +35,8 @@ def _experiment(kind: str):
     return run
 
 
-def _outputs(kind: str):
+def results_outputs(kind: str):
+    """``outputs`` of a stage whose one output is ``results/<kind>/`` under that name (train, tune, transfer, ...)."""
     def outputs(config: Config) -> dict:
         from landuse.training.experiments import results_dir
 
@@ -44,7 +45,7 @@ def _outputs(kind: str):
 
 
 def _stage(kind: str, description: str) -> Stage:
-    return Stage(name=kind, description=description, run=_experiment(kind), outputs=_outputs(kind),
+    return Stage(name=kind, description=description, run=_experiment(kind), outputs=results_outputs(kind),
                  config_keys=CONFIG_KEYS, upstream=TRAINING_TABLES, group="model", keep_incomplete=True,
                  enabled=lambda config: config.inputs.regions is not None)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from landuse.config import Config
 from landuse.runner import Stage, StageContext, no_spark
+from landuse.stages.experiments import results_outputs
 
 KIND = "transfer"
 DESCRIPTION = ("cross-city transfer: pretrain training.variant on transfer.source_config (--source-config), fine-tune "
@@ -63,17 +64,11 @@ def run(ctx: StageContext) -> None:
                         "reinit_head": result.reinit_head, "variant": target.training.variant})
 
 
-def outputs(config: Config) -> dict:
-    from landuse.training.experiments import results_dir
-
-    return {KIND: results_dir(config, KIND)}
-
-
 STAGE = Stage(
     name="transfer",
     description=DESCRIPTION,
     run=run,
-    outputs=outputs,
+    outputs=results_outputs(KIND),
     config_keys=("seed", "training", "labels", "transfer"),
     inputs=inputs,
     upstream=("assemble",),

@@ -15,6 +15,7 @@ import json
 
 from landuse.config import Config
 from landuse.runner import Stage, StageContext, no_spark
+from landuse.stages.experiments import results_outputs
 
 KIND = "tune"  # landuse.training.tune.KIND: results/tune/
 DESCRIPTION = ("search variant x lr x dropout x weight decay x width (tune:) on validation KL only; retrain the best "
@@ -46,17 +47,11 @@ def run(ctx: StageContext) -> None:
                                      **{k: model[k] for k in ("version", "champion") if k in model}}
 
 
-def outputs(config: Config) -> dict:
-    from landuse.training.experiments import results_dir
-
-    return {KIND: results_dir(config, KIND)}
-
-
 STAGE = Stage(
     name="tune",
     description=DESCRIPTION,
     run=run,
-    outputs=outputs,
+    outputs=results_outputs(KIND),
     config_keys=("seed", "training", "labels", "tune"),
     upstream=("assemble",),
     enabled=enabled,
